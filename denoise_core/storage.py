@@ -1,0 +1,145 @@
+"""One storage layer for local folders, ``s3://`` prefixes and members of zip files.
+
+Every URI the CLI accepts goes through here, so the jobs never care where bytes live.
+fsspec does the work: ``s3://`` maps to s3fs (which honours the standard AWS
+environment, ``AWS_ENDPOINT_URL`` included) and ``zip://member::/path/to/file.zip``
+reads a zip member on any filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator
+
+import fsspec
+import pyarrow.fs as pafs
+from fsspec.core import url_to_fs
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def is_remote(uri: str) -> bool:
+    """True for URIs with a scheme other than a plain local path."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def absolute(uri: str) -> str:
+    """Local paths made absolute (Ray workers run in their own directories); URIs unchanged."""
+    if is_remote(uri) or uri.startswith("zip://"):
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem behind ``uri`` and the path inside it."""
+    fs, path = url_to_fs(uri)
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI (local or remote) with forward slashes."""
+    if is_remote(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def relative_key(root: str, path: str) -> str:
+    """``path`` relative to ``root`` with forward slashes (the key users see)."""
+    root_path = open_fs(root)[1].rstrip("/")
+    if path.startswith(root_path + "/"):
+        return path[len(root_path) + 1 :]
+    return posixpath.basename(path)
+
+
+def protocol_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Turn an (fs, path) pair back into a URI that :func:`open_fs` understands."""
+    return fs.unstrip_protocol(path) if is_remote_fs(fs) else path
+
+
+def is_remote_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return not any(p in ("file", "local") for p in protocols)
+
+
+def read_bytes(uri: str) -> bytes:
+    """Whole object as bytes (zip members via ``zip://member::archive``)."""
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write so that no reader ever sees a half-written object under its final name.
+
+    S3 PUTs are atomic already; on a local disk we write a temporary sibling and rename.
+    """
+    fs, path = open_fs(uri)
+    parent = posixpath.dirname(path) if is_remote_fs(fs) else os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if is_remote_fs(fs):
+        fs.pipe_file(path, data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def exists(uri: str) -> bool:
+    fs, path = open_fs(uri)
+    return fs.exists(path)
+
+
+def is_nonempty_dir(uri: str) -> bool:
+    """True when ``uri`` holds at least one object (an empty or missing prefix is fine)."""
+    fs, path = open_fs(uri)
+    if not fs.exists(path):
+        return False
+    if not fs.isdir(path):
+        return True
+    return len(fs.ls(path, detail=False)) > 0
+
+
+def remove_tree(uri: str) -> None:
+    """Delete everything under ``uri``; a bucket root is emptied, never deleted itself."""
+    fs, path = open_fs(uri)
+    if not fs.exists(path):
+        return
+    if is_remote_fs(fs) and "/" not in path.strip("/"):
+        # s3fs's recursive rm of "bucket" removes the bucket too (so `--overwrite s3://bucket`
+        # would delete the user's bucket and the following writes fail): remove its contents.
+        children = fs.ls(path, detail=False)
+        if children:
+            fs.rm(children, recursive=True)
+        return
+    fs.rm(path, recursive=True)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = open_fs(uri)
+    if not is_remote_fs(fs):
+        fs.makedirs(path, exist_ok=True)
+
+
+def walk_files(uri: str, extensions: Iterable[str] | None = None) -> Iterator[str]:
+    """Every object under ``uri`` (recursively), as URIs, sorted; optionally by extension.
+
+    Extension matching is case-insensitive (``.PNG`` and ``.png`` are both images).
+    """
+    fs, path = open_fs(uri)
+    exts = tuple(e.lower() for e in extensions) if extensions else None
+    for p in sorted(fs.find(path)):
+        if exts is None or p.lower().endswith(exts):
+            yield protocol_uri(fs, p)
+
+
+def pyarrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem for ``uri`` (for Ray Data and Parquet), through fsspec.
+
+    Going through the same fsspec object as everything else keeps one source of
+    truth for credentials and endpoints.
+    """
+    fs, path = open_fs(uri)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

@@ -1,0 +1,35 @@
+"""``denoise``: one command, one sub-command per job. A thin front over ``jobs/``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module under jobs/, one-line help)
+COMMANDS = {
+    "ingest": ("jobs.ingest", "image sets (SIDD, pairs, clean) -> Parquet shards"),
+    "train": ("jobs.train", "fit a denoiser with Ray Train from ingested shards"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="denoise",
+        description="Distributed image denoising on Ray: ingest, train, run, benchmark.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=help_text, description=module.__doc__))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return modules[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Models build, train, save/reload safely, and report their cost."""
+
+from itertools import pairwise
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from denoise_core.models import (
+    MODEL_NAMES,
+    build_model,
+    depth_to_space_ops,
+    load_model,
+    model_info,
+    model_size_multiple,
+    space_to_depth_ops,
+)
+
+TINY = {
+    "seed_cnn": {"filters": (8, 8)},
+    "dncnn": {"depth": 4, "filters": 8},
+    "unet": {"widths": (8, 16), "blocks_per_level": 1},
+    "unet_s2d": {"widths": (8, 16), "blocks_per_level": 1},
+}
+
+
+def _pairs(n=4, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.repeat(rng.random((n, size // 4, size // 4, 3)), 4, 1), 4, 2)
+    x = y + rng.normal(0, 0.1, y.shape)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.fixture
+def policy():
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_registry():
+    assert set(TINY) == set(MODEL_NAMES)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_train_then_save_and_reload_safely(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_model(name, **TINY[name])
+    x, y = _pairs()
+    out = model(x)
+    assert out.shape == x.shape and out.dtype == "float32"
+
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    losses = [float(model.train_on_batch(x, y)) for _ in range(20)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    probe = np.random.default_rng(1).random((1, 32, 48, 3), dtype=np.float32)
+    np.testing.assert_array_equal(reloaded(probe).numpy(), model(probe).numpy())
+    np.testing.assert_array_equal(load_model(str(path))(probe).numpy(), model(probe).numpy())
+    assert model_size_multiple(reloaded) == model_size_multiple(name, **TINY[name])
+
+
+def test_residual_outputs():
+    x, _ = _pairs()
+    ident = build_model("unet", widths=(8, 16), blocks_per_level=1, zero_init_last=True)
+    np.testing.assert_array_equal(ident(x).numpy(), x)  # zero head: output = input
+
+    model = build_model("dncnn", depth=3, filters=8)
+    noise = keras.Model(model.input, model.get_layer("noise").output)
+    np.testing.assert_allclose(model(x).numpy(), x - noise(x).numpy(), atol=1e-6)
+
+
+def test_space_to_depth_matches_tf_and_inverts():
+    x = tf.random.uniform((2, 8, 12, 3))
+    s2d = space_to_depth_ops(x, 2)
+    np.testing.assert_array_equal(s2d.numpy(), tf.nn.space_to_depth(x, 2).numpy())
+    np.testing.assert_array_equal(depth_to_space_ops(s2d, 2).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, expected",
+    [
+        ("seed_cnn", {}, 1),
+        ("dncnn", {}, 1),
+        ("unet", {}, 8),
+        ("unet", {"stem": "s2d"}, 16),
+        ("unet", {"widths": (8, 16, 32), "down": "conv", "up": "d2s"}, 4),
+        ("unet_s2d", {"widths": (8,)}, 2),
+    ],
+)
+def test_size_multiple(name, kwargs, expected):
+    assert model_size_multiple(name, **kwargs) == expected
+    model = build_model(name, **kwargs)
+    assert model_size_multiple(model) == expected
+    m = expected
+    out = model(np.zeros((1, 3 * m, 5 * m, 3), np.float32))
+    assert out.shape == (1, 3 * m, 5 * m, 3)
+
+
+def test_model_info_counts():
+    info = model_info(build_model("seed_cnn"))
+    widths = [3, 32, 64, 64, 32, 3]
+    macs_per_pixel = sum(9 * a * b for a, b in pairwise(widths))
+    assert info["flops_per_megapixel"] == 2 * macs_per_pixel * 1e6
+    assert info["params"] == sum(9 * a * b + b for a, b in pairwise(widths))
+
+    full = model_info(build_model("unet"))
+    s2d = model_info(build_model("unet", stem="s2d"))
+    assert 1.5e6 < full["params"] < 2.5e6
+    assert abs(s2d["params"] - full["params"]) / full["params"] < 0.01
+    ratio = full["flops_per_megapixel"] / s2d["flops_per_megapixel"]
+    assert 3.5 < ratio < 4.2, ratio
+    dn = model_info(build_model("dncnn"))
+    assert dn["params"] > 5e5 and dn["flops_per_megapixel"] > full["flops_per_megapixel"]
+
+
+@pytest.mark.parametrize("name", ["unet_s2d", "dncnn"])
+def test_mixed_bfloat16(name, policy, tmp_path):
+    policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    model = build_model(name, **TINY[name])
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    x, y = _pairs()
+    out = model(x)
+    assert out.dtype == "float32"
+    policy("float32")
+    reference = build_model(name, **TINY[name])
+    reference.set_weights(model.get_weights())
+    policy("mixed_bfloat16")
+    assert np.abs(out.numpy() - reference(x).numpy()).max() < 0.05  # same function, bf16 math
+    model.compile(optimizer="adam", loss="mse")
+    assert np.isfinite(float(model.train_on_batch(x, y)))
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_array_equal(reloaded(x).numpy(), model(x).numpy())
