@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "ingest": ("jobs.ingest", "image sets (SIDD, pairs, clean) -> Parquet shards"),
     "train": ("jobs.train", "fit a denoiser with Ray Train from ingested shards"),
+    "models": ("jobs.models", "list the architectures with parameters and FLOPs per megapixel"),
 }
 
 

@@ -1,0 +1,51 @@
+"""``denoise models``: the registered architectures, their size and cost per megapixel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model-args",
+        default="{}",
+        help="JSON keyword arguments applied to every builder that accepts them",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import inspect
+
+    from denoise_core import models
+
+    extra = json.loads(args.model_args)
+    rows = []
+    for name in models.MODEL_NAMES:
+        builder = models._REGISTRY[name]
+        accepted = inspect.signature(builder).parameters
+        kwargs = {k: v for k, v in extra.items() if k in accepted or "kwargs" in accepted}
+        info = models.model_info(models.build_model(name, **kwargs))
+        rows.append({"model": name, **info, "default": name == models.DEFAULT_MODEL})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<10} {'params':>12} {'GFLOPs/MP':>10} {'size multiple':>14}")
+    for r in rows:
+        mark = "  (default)" if r["default"] else ""
+        print(
+            f"{r['model']:<10} {r['params']:>12,} {r['flops_per_megapixel'] / 1e9:>10.1f} "
+            f"{r['size_multiple']:>14}{mark}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="denoise models", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
