@@ -117,6 +117,17 @@ def _build_model(config: dict):
     return models.build_model(config["model"], **config["model_args"])
 
 
+def _say(message: str) -> None:
+    """Print a line from a train worker once.
+
+    Ray Train V2 patches ``print`` to log to its logger *and*, when ``sys.stdout`` is
+    not ``sys.__stdout__`` (Ray wraps it in every worker), to tee to the real print
+    (ray#61075), so a plain ``print`` shows up twice. Writing to the original stream
+    bypasses the patch; Ray still forwards the worker's stdout to the driver.
+    """
+    print(message, file=sys.__stdout__ or sys.stdout, flush=True)
+
+
 def _maybe_inject_failure(config: dict, step: int, rank: int) -> None:
     """Test hook: rank R exits once at step S (a marker in the run folder makes it once)."""
     spec = config.get("fail_at_step")
@@ -126,7 +137,7 @@ def _maybe_inject_failure(config: dict, step: int, rank: int) -> None:
     marker = storage.join(config["storage"], FAIL_MARKER)
     if step == fail_step and rank == fail_rank and not storage.exists(marker):
         storage.write_bytes_atomic(marker, b"injected\n")
-        print(f"[test hook] rank {rank} exiting at step {step}", flush=True)
+        _say(f"[test hook] rank {rank} exiting at step {step}")
         os._exit(1)
 
 
@@ -172,14 +183,18 @@ def train_loop_per_worker(config: dict) -> None:
         resume_dir = None
         if checkpoint is not None:
             resume_dir = checkpoint.to_directory()
-        elif config.get("resume_from"):
+        elif previous := _checkpoint_states(config["storage"]):
+            # --resume starts from the run folder's newest checkpoint, and so does a restart
+            # after a failure Ray holds no checkpoint for: Ray registers one only once every
+            # worker's report reached the controller, and a worker that dies right after
+            # reporting takes its report with it (the files were already uploaded).
             resume_dir = tempfile.mkdtemp(prefix="resume-")
-            _download_dir(config["resume_from"], resume_dir)
+            _download_dir(max(previous, key=lambda s: s[1]["step"])[0], resume_dir)
         if resume_dir:
             state = training.load_state(resume_dir, model, optimizer)
             step, best = state["step"], state.get("best", {})
             if rank == 0:
-                print(f"resumed at step {step} from checkpoint", flush=True)
+                _say(f"resumed at step {step} from checkpoint")
     train_step = training.make_train_step(strategy, model, optimizer, config["loss"], global_batch)
 
     val_pairs, tb_local, writer, denoiser = [], None, None, None
@@ -197,13 +212,18 @@ def train_loop_per_worker(config: dict) -> None:
 
     def batches():
         while True:
-            yield from shard.iter_batches(
+            empty = True
+            for batch in shard.iter_batches(
                 batch_size=local_batch,
                 drop_last=True,
                 batch_format="numpy",
                 prefetch_batches=2,
                 local_shuffle_buffer_size=None if config["no_augment"] else 4 * local_batch,
-            )
+            ):
+                empty = False
+                yield batch
+            if empty:  # a share smaller than one batch would loop here forever
+                raise RuntimeError(f"worker {rank}: its share of the data holds no full batch")
 
     for batch in batches():
         _maybe_inject_failure(config, step, rank)
@@ -246,11 +266,10 @@ def train_loop_per_worker(config: dict) -> None:
                     tf.summary.scalar(k, metrics[k])
             writer.flush()
             _upload_dir(tb_local, storage.join(config["storage"], TB_DIR))
-            print(
+            _say(
                 f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  "
                 f"val PSNR {metrics['val_psnr']:.2f} dB (noisy {metrics['val_noisy_psnr']:.2f})  "
-                f"SSIM {metrics['val_ssim']:.4f}  {rate:.1f} patches/s",
-                flush=True,
+                f"SSIM {metrics['val_ssim']:.4f}  {rate:.1f} patches/s"
             )
             ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
             training.save_state(
@@ -296,6 +315,7 @@ def _parse_data_args(values: list[str]) -> list[tuple[str, float]]:
 def _checkpoint_states(run_uri: str) -> list[tuple[str, dict]]:
     """(URI, state) of every checkpoint in the run, from every attempt."""
     fs, path = storage.open_fs(storage.join(run_uri, RAY_DIR))
+    fs.invalidate_cache()  # Ray workers wrote the checkpoints: never trust a cached listing
     if not fs.exists(path):
         return []
     found = []
@@ -308,6 +328,7 @@ def _checkpoint_states(run_uri: str) -> list[tuple[str, dict]]:
 
 def _next_attempt(run_uri: str) -> str:
     fs, path = storage.open_fs(storage.join(run_uri, RAY_DIR))
+    fs.invalidate_cache()
     existing = fs.glob(f"{path.rstrip('/')}/attempt-*") if fs.exists(path) else []
     return f"attempt-{len(existing) + 1:03d}"
 
@@ -460,6 +481,11 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
         },
     )
+    if epoch_rows < args.batch_size:
+        # Each worker would loop over its share forever without filling one batch.
+        return fail(
+            f"the train data has {epoch_rows} rows, fewer than --batch-size {args.batch_size}"
+        )
     if args.epochs is not None:
         steps = max(1, math.ceil(args.epochs * epoch_rows / args.batch_size))
     else:
@@ -524,10 +550,14 @@ def run(args: argparse.Namespace) -> int:
     )
     trainer.fit()
     wall = time.time() - start
+    if getattr(args, "argv", None) is not None:  # main(argv): the arguments it was given
+        command = shlex.join(["denoise", "train", *args.argv])
+    elif os.path.basename(sys.argv[0]) == "denoise":
+        command = shlex.join(["denoise", "train", *sys.argv[2:]])
+    else:
+        command = shlex.join([sys.executable, *sys.argv])
     card = {
-        "command": " ".join(shlex.quote(a) for a in ["denoise", "train", *sys.argv[2:]])
-        if os.path.basename(sys.argv[0]) == "denoise"
-        else " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": [
             {
@@ -570,7 +600,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="denoise train", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return run(args)
 
 
 if __name__ == "__main__":
