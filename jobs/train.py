@@ -225,6 +225,10 @@ def train_loop_per_worker(config: dict) -> None:
             if empty:  # a share smaller than one batch would loop here forever
                 raise RuntimeError(f"worker {rank}: its share of the data holds no full batch")
 
+    if step >= total_steps:  # resumed a run that already reached --steps
+        if rank == 0:
+            _say(f"nothing to do: step {step} already reached --steps {total_steps}")
+        return
     for batch in batches():
         _maybe_inject_failure(config, step, rank)
         loss = float(train_step(tf.constant(batch["noisy"]), tf.constant(batch["clean"])))
