@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "ingest": ("jobs.ingest", "image sets (SIDD, pairs, clean) -> Parquet shards"),
     "train": ("jobs.train", "fit a denoiser with Ray Train from ingested shards"),
+    "run": ("jobs.run", "denoise a folder, bucket or data set; metrics and report"),
     "benchmark": ("jobs.benchmark", "our models vs noisy input, OpenCV NLM and CBM3D, one run"),
     "demo": ("jobs.demo", "the whole pipeline on photos bundled with scikit-image"),
     "models": ("jobs.models", "list the architectures with parameters and FLOPs per megapixel"),
