@@ -243,7 +243,7 @@ def train_loop_per_worker(config: dict) -> None:
         out_of_time = deadline is not None and time.time() >= deadline
         if deadline is not None and world > 1:
             flag = strategy.reduce(
-                tf.distribute.ReduceOp.MAX,
+                tf.distribute.ReduceOp.SUM,  # no MAX in tf.distribute: any worker out of time
                 strategy.run(lambda t=float(out_of_time): tf.constant(t)),
                 axis=None,
             )
