@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/denoise demo --workdir demo-output
+	$(BIN)/denoise demo --workdir demo-output --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
