@@ -13,6 +13,7 @@ COMMANDS = {
     "run": ("jobs.run", "denoise a folder, bucket or data set; metrics and report"),
     "benchmark": ("jobs.benchmark", "our models vs noisy input, OpenCV NLM and CBM3D, one run"),
     "demo": ("jobs.demo", "the whole pipeline on photos bundled with scikit-image"),
+    "promote": ("jobs.promote", "ship a run's model as the packaged default, with lineage"),
     "models": ("jobs.models", "list the architectures with parameters and FLOPs per megapixel"),
 }
 
