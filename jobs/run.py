@@ -30,8 +30,6 @@ from denoise_core import bulk, report, storage
 from denoise_core.manifest import DatasetNotReadyError
 from jobs.common import fail, init_ray
 
-DEFAULT_MODEL_RESOURCE = ("weights", "default.keras")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -155,10 +153,9 @@ class DenoiseActor:
 
 def default_model() -> str | None:
     """The packaged model, if this installation has one."""
-    from importlib import resources
+    from denoise_core.weights import default_model_path
 
-    ref = resources.files("denoise_core").joinpath(*DEFAULT_MODEL_RESOURCE)
-    return str(ref) if ref.is_file() else None
+    return default_model_path()
 
 
 def check_model_file(uri: str) -> None:
