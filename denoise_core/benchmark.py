@@ -122,7 +122,7 @@ def cbm3d_method() -> Method:
     return run
 
 
-def model_method(path: str, tile: int = 256) -> Method:
+def model_method(path: str, tile: int = 512) -> Method:
     from .inference import Denoiser
 
     denoiser = Denoiser.from_path(path, tile=tile)

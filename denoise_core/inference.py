@@ -16,7 +16,7 @@ from . import metrics, models, tiling
 class Denoiser:
     """A Keras denoiser applied tile by tile to float images in [0, 1]."""
 
-    def __init__(self, model, tile: int = 256, overlap: int = 32, batch_size: int = 4) -> None:
+    def __init__(self, model, tile: int = 512, overlap: int = 32, batch_size: int = 4) -> None:
         import tensorflow as tf
 
         self.model = model

@@ -204,7 +204,7 @@ def train_loop_per_worker(config: dict) -> None:
         )
         tb_local = tempfile.mkdtemp(prefix="tb-")
         writer = tf.summary.create_file_writer(tb_local)
-        denoiser = Denoiser(model, tile=config.get("val_tile", 256))
+        denoiser = Denoiser(model, tile=config.get("val_tile", 512))
 
     shard = ray.train.get_dataset_shard("train")
     deadline = time.time() + config["minutes"] * 60 if config.get("minutes") else None
