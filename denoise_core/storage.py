@@ -27,7 +27,7 @@ def is_remote(uri: str) -> bool:
 
 def absolute(uri: str) -> str:
     """Local paths made absolute (Ray workers run in their own directories); URIs unchanged."""
-    if is_remote(uri) or uri.startswith("zip://"):
+    if "://" in uri:  # s3://, zip://, file://: already absolute or not a local path
         return uri
     return os.path.abspath(os.path.expanduser(uri))
 

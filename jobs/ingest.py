@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -116,18 +115,9 @@ def _memory_per_task(items: list[Item]) -> int:
     return int(min(8 * largest + 256 * 2**20, 8 * 2**30))
 
 
-def _absolute(uri: str) -> str:
-    """Local paths made absolute: Ray workers resolve relative paths against their own
-    working directory (not the driver's), so ``denoise ingest src out`` would read and
-    write somewhere else."""
-    if storage.is_remote(uri) or uri.startswith("file://"):
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
 def run(args: argparse.Namespace) -> int:
     start = time.time()
-    args.src, args.dst = _absolute(args.src), _absolute(args.dst)
+    args.src, args.dst = storage.absolute(args.src), storage.absolute(args.dst)
     if args.patch is not None and args.patch <= 0:
         return fail("--patch must be positive")
     if args.stride is not None and args.patch is None:
