@@ -122,10 +122,10 @@ def cbm3d_method() -> Method:
     return run
 
 
-def model_method(path: str, tile: int = 512) -> Method:
+def model_method(path: str, tile: int = 512, precision: str = "fp32") -> Method:
     from .inference import Denoiser
 
-    denoiser = Denoiser.from_path(path, tile=tile)
+    denoiser = Denoiser.from_path(path, tile=tile, precision=precision)
 
     def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
         return denoiser(noisy)

@@ -16,10 +16,19 @@ from . import metrics, models, tiling
 class Denoiser:
     """A Keras denoiser applied tile by tile to float images in [0, 1]."""
 
-    def __init__(self, model, tile: int = 512, overlap: int = 32, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        model,
+        tile: int = 512,
+        overlap: int = 32,
+        batch_size: int = 4,
+        precision: str = "fp32",
+    ) -> None:
         import tensorflow as tf
 
+        model = models.with_precision(model, precision)
         self.model = model
+        self.precision = precision
         self.multiple = models.model_size_multiple(model)
         self.tile = tile
         self.overlap = overlap
@@ -32,7 +41,7 @@ class Denoiser:
         return cls(load_model_any(path), **kwargs)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self._predict(batch).numpy()
+        return np.asarray(self._predict(batch), dtype=np.float32)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Denoise an HxWx3 float image in [0, 1]; returns float32 clipped to [0, 1]."""

@@ -268,6 +268,40 @@ def load_model(path: str, compile: bool = False) -> keras.Model:
     return keras.models.load_model(path, safe_mode=True, compile=compile)
 
 
+# Output layers every builder pins to float32: the residual add and the clipping
+# range need more than bf16's 8-bit mantissa (about 0.5 of an 8-bit step near 1.0).
+FLOAT32_OUTPUT_LAYERS = frozenset({"residual", "clean", "noise"})
+INFERENCE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The same model and weights computing in ``precision`` (fp32, bf16, fp16).
+
+    A trained fp32 model is rebuilt layer by layer with a mixed policy (variables
+    stay float32, convolutions run in the low precision); the output layers stay
+    float32. bf16 roughly doubles CPU throughput where the CPU has AVX-512 BF16 or
+    AMX (see README, "Speed"); its effect on PSNR is measured, not assumed.
+    """
+    if precision not in INFERENCE_POLICIES:
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_POLICIES)}"
+        )
+    policy = INFERENCE_POLICIES[precision]
+    if precision == "fp32" and all(
+        layer.dtype_policy.name == "float32" for layer in _iter_layers(model)
+    ):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer.name in FLOAT32_OUTPUT_LAYERS else policy
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _iter_layers(model: keras.Model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):

@@ -133,6 +133,9 @@ def load_state(directory: str, model, optimizer) -> dict:
                 f"optimizer state has {len(arrays)} variables, expected {len(optimizer.variables)}"
             )
         for var, value in zip(optimizer.variables, arrays):
-            var.assign(value)
+            # A constant learning rate is an optimizer variable; the run's own --lr wins
+            # over the saved one, so a resumed run can change it (schedules are stateless).
+            if var.path.split("/")[-1] != "learning_rate":
+                var.assign(value)
     with open(os.path.join(directory, STATE_FILE)) as f:
         return json.load(f)

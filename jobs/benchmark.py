@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a .keras model to include (repeat); default: the packaged model if present",
     )
     p.add_argument(
+        "--precision",
+        default="fp32",
+        help="compute precision(s) of the models, comma-separated (fp32, bf16, fp16); with "
+        "several, each model runs in each and is named NAME/PRECISION (default %(default)s)",
+    )
+    p.add_argument(
         "--methods",
         default="noisy,nlm,cbm3d,models",
         help="comma-separated subset of noisy,nlm,cbm3d,models",
@@ -80,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
             path = default_model_path()
             if path:
                 model_args = [f"default={path}"]
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
         for spec in model_args:
             name, _, path = spec.partition("=")
-            methods[name] = benchmark.model_method(storage.absolute(path))
+            for precision in precisions:
+                label = name if len(precisions) == 1 else f"{name}/{precision}"
+                methods[label] = benchmark.model_method(storage.absolute(path), precision=precision)
 
     sets = []
     for uri in args.clean:

@@ -88,6 +88,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=32, help="overlap between tiles (pixels)")
     p.add_argument("--tile-batch", type=int, default=4, help="tiles per model call")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="compute precision of the model (bf16: faster on CPUs with AVX-512 BF16 or "
+        "AMX, fp16: GPUs; output layers stay float32)",
+    )
+    p.add_argument(
         "--io",
         choices=("actor", "tasks"),
         default="actor",
@@ -127,6 +134,7 @@ class DenoiseActor:
         overlap: int,
         tile_batch: int,
         threads: int,
+        precision: str = "fp32",
     ) -> None:
         import tensorflow as tf
 
@@ -139,7 +147,9 @@ class DenoiseActor:
         from denoise_core.inference import Denoiser
 
         try:
-            denoiser = Denoiser.from_path(model, tile=tile, overlap=overlap, batch_size=tile_batch)
+            denoiser = Denoiser.from_path(
+                model, tile=tile, overlap=overlap, batch_size=tile_batch, precision=precision
+            )
         except Exception as exc:
             raise RuntimeError(f"cannot load model {model}: {type(exc).__name__}: {exc}") from exc
         self.processor = bulk.BulkProcessor(
@@ -232,6 +242,7 @@ def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]
             "overlap": args.overlap,
             "tile_batch": args.tile_batch,
             "threads": args.threads,
+            "precision": args.precision,
         },
         batch_size=args.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),

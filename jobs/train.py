@@ -96,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=250, help="validate + checkpoint every N steps")
     p.add_argument("--keep", type=int, default=3, help="keep the best K checkpoints by val PSNR")
     p.add_argument("--max-failures", type=int, default=2, help="worker failures tolerated")
+    p.add_argument(
+        "--placement",
+        choices=["PACK", "SPREAD", "STRICT_SPREAD"],
+        default="PACK",
+        help="where workers go: PACK fills a node first (default), SPREAD prefers "
+        "different nodes, STRICT_SPREAD requires one node per worker",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--no-augment", action="store_true", help="no random crops/flips (tests)")
     p.add_argument("--seed", type=int, default=None, help="seed the data pipeline (deterministic)")
@@ -161,6 +168,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if world > 1:  # where each replica runs: the first thing to check on a cluster
+        node = ray.get_runtime_context().get_node_id()
+        _say(f"worker {rank}/{world} on node {node} ({platform.node()})")
     threads = config.get("threads") or 0
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -346,7 +356,7 @@ def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
         files = manifest.split_files(uri, "train")
         if not files:
             raise ValueError(f"{uri} has no train rows")
-        parts.append(ray.data.read_parquet(files, columns=["key", "noisy", "clean"]))
+        parts.append(ray.data.read_parquet(files).select_columns(["key", "noisy", "clean"]))
         rows.append(manifest.read_manifest(uri)["splits"]["train"]["rows"])
     total_weight = sum(w for _, w in datasets)
     # Repeat each set so its share of an epoch matches its weight (smallest share ≥ 1 copy).
@@ -531,6 +541,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             use_gpu=args.gpus_per_worker > 0,
             resources_per_worker=resources,
+            placement_strategy=args.placement,
         ),
         run_config=RunConfig(
             name=_next_attempt(args.storage),

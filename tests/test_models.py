@@ -15,6 +15,7 @@ from denoise_core.models import (
     model_info,
     model_size_multiple,
     space_to_depth_ops,
+    with_precision,
 )
 
 TINY = {
@@ -138,3 +139,25 @@ def test_mixed_bfloat16(name, policy, tmp_path):
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_array_equal(reloaded(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_with_precision_bf16_keeps_weights_and_float32_output(name):
+    """A trained fp32 model rebuilt for bf16 inference: same weights, float32 output, and
+    outputs within bf16 rounding of the fp32 ones (not bit-equal: the convolutions are
+    really computed in bf16)."""
+    model = build_model(name, **TINY[name])
+    x, _ = _pairs(n=2, size=32)
+    fast = with_precision(model, "bf16")
+    assert with_precision(model, "fp32") is model
+    for a, b in zip(model.get_weights(), fast.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    convs = [layer for layer in fast.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    y32 = model(x, training=False).numpy()
+    y16 = fast(x, training=False)
+    assert y16.dtype == "float32"
+    diff = np.abs(y16.numpy() - y32)
+    assert 0 < diff.max() < 0.05, diff.max()
+    with pytest.raises(ValueError, match="unknown precision"):
+        with_precision(model, "int8")
