@@ -15,6 +15,7 @@ import platform
 import time
 
 from denoise_core import storage
+from jobs.common import job_main
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,9 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise benchmark", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("benchmark", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

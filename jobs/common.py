@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import ray
 
@@ -38,3 +40,21 @@ def quiet_ray_data() -> None:
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def job_main(
+    name: str,
+    doc: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None = None,
+) -> int:
+    """``python -m jobs.NAME`` (what ``ray job submit`` runs): the job's own parser, then
+    its ``run``. ``args.argv`` keeps the arguments for records such as a model card."""
+    parser = argparse.ArgumentParser(
+        prog=f"denoise {name}", description=(doc or "").strip().split("\n")[0]
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return run(args)

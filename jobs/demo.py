@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from denoise_core import codecs, noise, storage
-from jobs.common import init_ray
+from jobs.common import init_ray, job_main
 
 # Colour photographs bundled with scikit-image (no download needed).
 TRAIN_PHOTOS = ("chelsea", "hubble_deep_field", "immunohistochemistry", "motorcycle", "rocket")
@@ -135,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise demo", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("demo", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from denoise_core.shards import (
     DEFAULT_TARGET_FILE_BYTES,
     ERRORS_SCHEMA,
 )
-from jobs.common import fail, init_ray
+from jobs.common import fail, init_ray, job_main
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,9 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise ingest", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("ingest", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.common import job_main
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -42,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise models", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("models", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

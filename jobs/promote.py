@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from denoise_core import storage, weights
+from jobs.common import job_main
 
 MAX_BYTES = 20 * 2**20
 
@@ -65,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise promote", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("promote", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

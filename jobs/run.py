@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from denoise_core import bulk, report, storage
 from denoise_core.manifest import DatasetNotReadyError
-from jobs.common import fail, init_ray
+from jobs.common import fail, init_ray, job_main
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -435,9 +435,7 @@ def _write_report(args, plan: bulk.Plan, summary, records, errors) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise run", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return job_main("run", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

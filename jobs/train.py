@@ -29,7 +29,7 @@ import ray
 
 from denoise_core import manifest, storage
 from denoise_core.training import LOSSES, PRECISIONS, SCHEDULES, STATE_FILE
-from jobs.common import fail, init_ray
+from jobs.common import fail, init_ray, job_main
 
 RAY_DIR = "ray"  # RUN/ray/attempt-NNN/checkpoint_*: one Ray Train run per invocation
 MODEL_DIR = "model"
@@ -613,11 +613,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="denoise train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run(args)
+    return job_main("train", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
