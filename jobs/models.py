@@ -30,17 +30,32 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {k: v for k, v in extra.items() if k in accepted or "kwargs" in accepted}
         info = models.model_info(models.build_model(name, **kwargs))
         rows.append({"model": name, **info, "default": name == models.DEFAULT_MODEL})
+    packaged = _packaged_model_row(models)
+    if packaged:
+        rows.append(packaged)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'model':<10} {'params':>12} {'GFLOPs/MP':>10} {'size multiple':>14}")
     for r in rows:
-        mark = "  (default)" if r["default"] else ""
+        mark = "  (default architecture)" if r["default"] else ""
+        mark = "  (packaged model: `denoise run` without --model)" if r.get("packaged") else mark
         print(
             f"{r['model']:<10} {r['params']:>12,} {r['flops_per_megapixel'] / 1e9:>10.1f} "
             f"{r['size_multiple']:>14}{mark}"
         )
     return 0
+
+
+def _packaged_model_row(models) -> dict | None:
+    """The model shipped in the package, measured like the builders' defaults."""
+    from denoise_core.weights import default_model_path
+
+    path = default_model_path()
+    if not path:
+        return None
+    model = models.load_model(path)
+    return {"model": "packaged", **models.model_info(model), "default": False, "packaged": True}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,3 +33,15 @@ def test_model_card_matches_the_shipped_weights():
     last = card["lineage"][-1]
     assert last["command"].startswith("denoise train")
     assert last["steps"] > 0 and last["best"]["val_psnr"] > last["best"]["val_noisy_psnr"]
+
+
+def test_denoise_models_lists_every_architecture_and_the_packaged_model(capsys):
+    from jobs import models as models_job
+
+    assert models_job.main(["--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(models.MODEL_NAMES) < set(rows)
+    packaged = models.model_info(models.load_model(weights.default_model_path()))
+    assert rows["packaged"]["params"] == packaged["params"]
+    assert rows["packaged"]["flops_per_megapixel"] == packaged["flops_per_megapixel"]
+    assert rows[models.DEFAULT_MODEL]["default"] and rows["packaged"]["packaged"]
