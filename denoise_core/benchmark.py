@@ -47,6 +47,7 @@ class MethodResult:
             "psnr": float(np.mean(self.psnr)) if self.psnr else None,
             "ssim": float(np.mean(self.ssim)) if self.ssim else None,
             "psnr_min": float(np.min(self.psnr)) if self.psnr else None,
+            "psnr_per_image": [round(float(v), 4) for v in self.psnr],
             "seconds": round(self.seconds, 2),
             "mp_per_s": self.megapixels / self.seconds if self.seconds > 0 else None,
         }
@@ -174,4 +175,20 @@ def markdown_table(results: list[MethodResult]) -> str:
             mps = row["mp_per_s"] if row else None
             vals.append("-" if m == "noisy" else (f"{mps:.3f} MP/s" if mps else ""))
         lines.append(f"| {s} | " + " | ".join(vals) + " |")
+    if "noisy" in methods and len(methods) > 1:
+        # "Never worse than the noisy input on any image": the worst per-image gain.
+        others = [m for m in methods if m != "noisy"]
+        lines += ["", "Worst per-image PSNR gain over the noisy input (dB):", ""]
+        lines += ["| set | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+        for s in sets:
+            base = cell.get((s, "noisy"))
+            vals = []
+            for m in others:
+                row = cell.get((s, m))
+                if not (row and base and row["psnr_per_image"]):
+                    vals.append("")
+                    continue
+                gains = np.subtract(row["psnr_per_image"], base["psnr_per_image"])
+                vals.append(f"{gains.min():+.2f}")
+            lines.append(f"| {s} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
