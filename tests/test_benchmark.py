@@ -13,8 +13,6 @@ import skimage.data
 
 from jobs import benchmark as benchmark_job
 
-pytest.importorskip("bm3d")
-
 
 @pytest.fixture
 def photos(tmp_path):
