@@ -21,18 +21,42 @@ MAX_BYTES = 20 * 2**20
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_URI", help="a run folder written by denoise train")
-    p.add_argument("--benchmark", default=None, help="RESULT.json written by denoise benchmark")
+    p.add_argument(
+        "--benchmark",
+        action="append",
+        default=[],
+        help="RESULT.json written by denoise benchmark (repeat to merge several runs' results)",
+    )
     p.add_argument("--note", default="", help="free text recorded with this lineage entry")
+    p.add_argument(
+        "--to",
+        default=None,
+        metavar="DIR",
+        help="weights folder to write (default: the package's denoise_core/weights)",
+    )
+
+
+def merge_benchmarks(payloads: list[dict]) -> dict:
+    """Several ``denoise benchmark`` JSONs as one: results concatenated, seconds summed."""
+    merged = dict(payloads[0])
+    merged["results"] = [r for p in payloads for r in p.get("results", [])]
+    merged["seconds"] = round(sum(p.get("seconds", 0) for p in payloads), 1)
+    return merged
 
 
 def run(args: argparse.Namespace) -> int:
     run_uri = storage.absolute(args.run)
-    model_bytes = storage.read_bytes(storage.join(run_uri, "model", "model.keras"))
+    try:
+        model_bytes = storage.read_bytes(storage.join(run_uri, "model", "model.keras"))
+    except FileNotFoundError:
+        print(f"error: {run_uri} has no exported model (model/model.keras); did the run finish?")
+        return 2
     if len(model_bytes) > MAX_BYTES:
         print(f"error: model is {len(model_bytes) / 2**20:.1f} MiB, over the 20 MiB limit")
         return 2
     run_card = json.loads(storage.read_bytes(storage.join(run_uri, "model", "model_card.json")))
-    folder = Path(weights.__file__).parent
+    folder = Path(args.to) if args.to else Path(weights.__file__).parent
+    folder.mkdir(parents=True, exist_ok=True)
     card_path = folder / weights.DEFAULT_CARD_FILE
     card = json.loads(card_path.read_text()) if card_path.exists() else {"lineage": []}
     entry = {
@@ -49,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         "note": args.note,
     }
     if args.benchmark:
-        entry["benchmark"] = json.loads(storage.read_bytes(storage.absolute(args.benchmark)))
+        entry["benchmark"] = merge_benchmarks(
+            [json.loads(storage.read_bytes(storage.absolute(b))) for b in args.benchmark]
+        )
     card.update(
         {
             "architecture": run_card.get("architecture"),
