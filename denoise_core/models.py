@@ -271,7 +271,8 @@ def load_model(path: str, compile: bool = False) -> keras.Model:
 # Output layers every builder pins to float32: the residual add and the clipping
 # range need more than bf16's 8-bit mantissa (about 0.5 of an 8-bit step near 1.0).
 FLOAT32_OUTPUT_LAYERS = frozenset({"residual", "clean", "noise"})
-INFERENCE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# Keras dtype policy per precision name, for training (global policy) and inference.
+PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
@@ -280,13 +281,13 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     A trained fp32 model is rebuilt layer by layer with a mixed policy (variables
     stay float32, convolutions run in the low precision); the output layers stay
     float32. bf16 roughly doubles CPU throughput where the CPU has AVX-512 BF16 or
-    AMX (see README, "Speed"); its effect on PSNR is measured, not assumed.
+    AMX (README, "Run"); its effect on PSNR is measured by ``denoise benchmark``.
     """
-    if precision not in INFERENCE_POLICIES:
+    if precision not in PRECISION_POLICIES:
         raise ValueError(
-            f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_POLICIES)}"
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_POLICIES)}"
         )
-    policy = INFERENCE_POLICIES[precision]
+    policy = PRECISION_POLICIES[precision]
     if precision == "fp32" and all(
         layer.dtype_policy.name == "float32" for layer in _iter_layers(model)
     ):

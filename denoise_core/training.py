@@ -68,10 +68,11 @@ def set_precision(precision: str) -> None:
     """Keras global dtype policy; bf16 speeds up CPUs with AVX-512 BF16 or AMX."""
     import keras
 
-    policies = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-    if precision not in policies:
+    from .models import PRECISION_POLICIES
+
+    if precision not in PRECISION_POLICIES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(policies[precision])
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
 
 
 def make_train_step(strategy, model, optimizer, loss_name: str, global_batch: int) -> Callable:
