@@ -288,14 +288,20 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
             f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_POLICIES)}"
         )
     policy = PRECISION_POLICIES[precision]
-    if precision == "fp32" and all(
-        layer.dtype_policy.name == "float32" for layer in _iter_layers(model)
+
+    def wanted(layer) -> str:
+        return "float32" if layer.name in FLOAT32_OUTPUT_LAYERS else policy
+
+    if all(
+        layer.dtype_policy.name == wanted(layer)
+        for layer in _iter_layers(model)
+        if not isinstance(layer, layers.InputLayer)
     ):
-        return model
+        return model  # already there: the caller keeps the live model (training validates it)
 
     def clone(layer):
         config = layer.get_config()
-        config["dtype"] = "float32" if layer.name in FLOAT32_OUTPUT_LAYERS else policy
+        config["dtype"] = wanted(layer)
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(model, clone_function=clone)

@@ -53,6 +53,9 @@ def random_dihedral(arrays: list[np.ndarray | None], rng: np.random.Generator) -
 class PatchSampler:
     """Ray Data batch transform: shard rows -> float32 (noisy, clean) training patches.
 
+    Decoding a whole image costs far more than cutting a patch from it, so each row
+    yields ``patches_per_image`` patches (independent crops, flips and noise) from one
+    decode, and the crop happens on the 8/16-bit image before float conversion.
     With ``seed`` set, each row's randomness depends only on its key and the seed,
     so a run (or a test) sees the same samples whatever the block layout.
     """
@@ -63,12 +66,16 @@ class PatchSampler:
         noise_spec: str = "gaussian:0-55",
         augment: bool = True,
         seed: int | None = None,
+        patches_per_image: int = 1,
     ) -> None:
+        if patches_per_image < 1:
+            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
         self.patch = patch
         # "gaussian:0-55;camera" mixes kinds: each clean sample draws one spec uniformly.
         self.noise_specs = [noise.parse_noise_spec(s) for s in noise_spec.split(";") if s.strip()]
         self.augment = augment
         self.seed = seed
+        self.patches_per_image = patches_per_image
         self._rng = np.random.default_rng(seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
@@ -76,23 +83,31 @@ class PatchSampler:
             return self._rng
         return np.random.default_rng(_row_seed(key, self.seed))
 
+    def _one(self, noisy, clean, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.augment or clean.shape[0] != self.patch or clean.shape[1] != self.patch:
+            noisy, clean = random_crop_pair(noisy, clean, self.patch, rng)
+        if self.augment:
+            noisy, clean = random_dihedral([noisy, clean], rng)
+        clean = metrics.to_float01(clean)
+        if noisy is None:
+            spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
+            noisy = noise.synthesize(clean, spec, rng)
+        else:
+            noisy = metrics.to_float01(noisy)
+        return noisy.astype(np.float32), clean.astype(np.float32)
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         noisy_out, clean_out = [], []
         keys = batch.get("key")
         for i, clean_bytes in enumerate(batch["clean"]):
             rng = self._rng_for(str(keys[i]) if keys is not None else str(i))
-            clean = metrics.to_float01(codecs.to_rgb(codecs.decode_image(bytes(clean_bytes))))
+            clean = codecs.to_rgb(codecs.decode_image(bytes(clean_bytes)))
             noisy_bytes = batch["noisy"][i] if "noisy" in batch else None
             noisy = None
             if noisy_bytes is not None and len(noisy_bytes) > 0:
-                noisy = metrics.to_float01(codecs.to_rgb(codecs.decode_image(bytes(noisy_bytes))))
-            if self.augment or clean.shape[0] != self.patch or clean.shape[1] != self.patch:
-                noisy, clean = random_crop_pair(noisy, clean, self.patch, rng)
-            if self.augment:
-                noisy, clean = random_dihedral([noisy, clean], rng)
-            if noisy is None:
-                spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
-                noisy = noise.synthesize(clean, spec, rng)
-            noisy_out.append(noisy.astype(np.float32))
-            clean_out.append(clean.astype(np.float32))
+                noisy = codecs.to_rgb(codecs.decode_image(bytes(noisy_bytes)))
+            for _ in range(self.patches_per_image):
+                n, c = self._one(noisy, clean, rng)
+                noisy_out.append(n)
+                clean_out.append(c)
         return {"noisy": np.stack(noisy_out), "clean": np.stack(clean_out)}

@@ -71,6 +71,7 @@ def train(data: str, run: str, *args) -> int:
         "--data", data, "--storage", run, "--patch", str(PATCH),
         "--noise", NOISE, "--val-noise", NOISE, "--val-limit", "2",
         "--warmup-steps", "0", "--model", "unet", "--model-args", json.dumps(TINY_UNET),
+        "--patches-per-image", "1",  # row counts below are batch counts
         *map(str, args),
     ]  # fmt: skip
     code = train_job.main(argv)
@@ -358,6 +359,40 @@ def test_killed_worker_is_replaced_and_the_run_finishes(datasets, tmp_path):
     assert card["steps"] == 6
 
 
+def test_bf16_warm_start_trains_and_validates_the_live_model_and_exports_float32(
+    datasets, tmp_path
+):
+    """--init-from a float32 model with --precision bf16: the convolutions train in bf16
+    (a saved model pins its layers' dtypes, so the policy must be re-applied), rank 0
+    validates the model being trained (not a copy frozen at the start), and the export
+    is float32 again so inference picks its own precision. Two patches per image."""
+    init = str(tmp_path / "init.keras")
+    models.build_model("unet", **TINY_UNET).save(init)
+    run = str(tmp_path / "run")
+    code = train(
+        datasets["local"], run, "--init-from", init, "--precision", "bf16",
+        "--patches-per-image", 2, "--batch-size", 8, "--steps", 6, "--val-every", 3,
+        "--lr", 3e-3, "--schedule", "constant", "--clipnorm", 1.0,
+    )  # fmt: skip
+    assert code == 0
+    ckpts = checkpoints(run)
+    assert sorted(ckpts) == [3, 6]
+    states = [read_json(storage.join(ckpts[s][1], STATE_FILE)) for s in (3, 6)]
+    assert states[0]["val_psnr"] != states[1]["val_psnr"], "validated a frozen copy"
+    trained = load_keras(storage.join(ckpts[6][1], MODEL_FILE))
+    convs = [layer for layer in trained.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+
+    card, model = check_export(run, "unet")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert card["training"]["precision"] == "bf16" and card["training"]["clipnorm"] == 1.0
+    assert card["training"]["patches_per_image"] == 2
+    # Re-validating the float32 export reproduces the bf16 checkpoint's PSNR closely.
+    best = card["best"]
+    again = evaluate_pairs(Denoiser(model), load_val_pairs(datasets["local"], "val", 2, NOISE))
+    assert again["val_psnr"] == pytest.approx(best["val_psnr"], abs=0.1)
+
+
 @pytest.mark.parametrize(
     "name, model_args",
     [
@@ -389,4 +424,5 @@ def test_bad_arguments_are_refused_before_training(datasets, tmp_path):
     assert train(datasets["exact"], run, "--val", datasets["local"], "--batch-size", 16) != 0
     assert train(datasets["local"], run, "--workers", 3, "--batch-size", 8) != 0
     assert train(datasets["exact"], run) != 0  # no val split and no --val
+    assert train(datasets["local"], run, "--patches-per-image", 0) != 0
     assert not os.path.exists(os.path.join(run, train_job.RAY_DIR, "attempt-001"))
