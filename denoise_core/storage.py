@@ -64,9 +64,24 @@ def is_remote_fs(fs: fsspec.AbstractFileSystem) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
-    """Whole object as bytes (zip members via ``zip://member::archive``)."""
-    with fsspec.open(uri, "rb") as f:
-        return f.read()
+    """Whole object as bytes (zip members via ``zip://member::archive``).
+
+    A plain object is one ``cat_file``, a single GET on S3 (opening it as a file, or
+    s3fs's parallel ranged read, first sends a HEAD for its size).
+    """
+    if "::" in uri:  # chained URL (zip member): needs fsspec.open
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+    fs, path = open_fs(uri)
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)):
+        # s3fs sizes the object first (a HEAD) to split big ones into parallel ranges.
+        return fs.cat_file(path, max_concurrency=1)
+    return fs.cat_file(path)
+
+
+# Remote parents already made by this process: on S3 each makedirs is a HEAD request,
+# and bulk writes put thousands of objects under the same few prefixes.
+_MADE_PARENTS: set[tuple[str, str]] = set()
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
@@ -75,12 +90,17 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     S3 PUTs are atomic already; on a local disk we write a temporary sibling and rename.
     """
     fs, path = open_fs(uri)
-    parent = posixpath.dirname(path) if is_remote_fs(fs) else os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
     if is_remote_fs(fs):
+        parent = posixpath.dirname(path)
+        made = (str(fs.protocol), parent)
+        if parent and made not in _MADE_PARENTS:
+            fs.makedirs(parent, exist_ok=True)  # creates a missing bucket
+            _MADE_PARENTS.add(made)
         fs.pipe_file(path, data)
         return
+    parent = os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with open(tmp, "wb") as f:
         f.write(data)
