@@ -489,8 +489,15 @@ def score(output: np.ndarray, noisy: np.ndarray, reference: np.ndarray | None) -
     """Metrics of the output and of the noisy input against ``reference`` (NaN without one),
     plus ``change_rms``: how much the denoiser changed the image ([0, 1] scale)."""
     out_c, in_c = color_channels(output), color_channels(noisy)
-    diff = to_float01(out_c, np.float32) - to_float01(in_c, np.float32)
-    result = {"change_rms": float(np.sqrt(np.mean(np.square(diff, dtype=np.float64))))}
+    if out_c.dtype == in_c.dtype and np.issubdtype(out_c.dtype, np.integer):
+        # Integer codes differenced directly: one float32 pass instead of two conversions.
+        top = float(np.iinfo(out_c.dtype).max)
+        diff = np.subtract(out_c, in_c, dtype=np.float32)
+        change = math.sqrt(float(np.mean(np.square(diff), dtype=np.float64))) / top
+    else:
+        diff = to_float01(out_c, np.float32) - to_float01(in_c, np.float32)
+        change = math.sqrt(float(np.mean(np.square(diff), dtype=np.float64)))
+    result = {"change_rms": change}
     nan = float("nan")
     if reference is None:
         result.update(psnr=nan, mse=nan, ssim=nan, input_psnr=nan, input_mse=nan, input_ssim=nan)

@@ -32,7 +32,9 @@ def to_float01(arr: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarr
         info = np.iinfo(arr.dtype)
         if info.min < 0:
             raise ValueError(f"signed integer images are not supported (got {arr.dtype})")
-        return (arr.astype(np.float64) / info.max).astype(dtype)
+        # One pass, no float64 temporary: IEEE division of two exact values is
+        # correctly rounded in the target dtype.
+        return np.divide(arr, info.max, dtype=dtype)
     if np.issubdtype(arr.dtype, np.floating):
         return arr.astype(dtype, copy=False)
     raise TypeError(f"cannot convert array of dtype {arr.dtype} to a [0, 1] image")
