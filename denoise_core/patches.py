@@ -50,6 +50,25 @@ def random_dihedral(arrays: list[np.ndarray | None], rng: np.random.Generator) -
     return out
 
 
+def random_color(clean: np.ndarray, rng: np.random.Generator, max_saturation: float = 2.0):
+    """A random channel order and saturation for a clean float patch in [0, 1].
+
+    CBSD432 (the training set) holds few strongly saturated colours, while
+    McMaster and phone photos of signs, fabric or stained glass hold many: a CNN
+    trained on the former loses up to 2 dB to CBM3D on such images. Permuting the
+    channels and scaling the chroma around the per-pixel grey (then clipping, which
+    also yields the flat 0/1 channels of saturated pixels) widens the colour
+    statistics at no cost per step. Only for synthetic noise: real noise is not
+    symmetric across channels, so paired rows keep their colours.
+    """
+    out = clean[..., rng.permutation(3)]
+    log_s = rng.uniform(-np.log(max_saturation) / 2, np.log(max_saturation))
+    if abs(log_s) > 1e-3:
+        grey = out.mean(axis=-1, keepdims=True)
+        out = np.clip(grey + np.float32(np.exp(log_s)) * (out - grey), 0.0, 1.0)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 class PatchSampler:
     """Ray Data batch transform: shard rows -> float32 (noisy, clean) training patches.
 
@@ -67,6 +86,7 @@ class PatchSampler:
         augment: bool = True,
         seed: int | None = None,
         patches_per_image: int = 1,
+        color_augment: bool = False,
     ) -> None:
         if patches_per_image < 1:
             raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
@@ -76,6 +96,7 @@ class PatchSampler:
         self.augment = augment
         self.seed = seed
         self.patches_per_image = patches_per_image
+        self.color_augment = color_augment
         self._rng = np.random.default_rng(seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
@@ -90,6 +111,8 @@ class PatchSampler:
             noisy, clean = random_dihedral([noisy, clean], rng)
         clean = metrics.to_float01(clean)
         if noisy is None:
+            if self.color_augment and clean.ndim == 3 and clean.shape[-1] == 3:
+                clean = random_color(clean.astype(np.float32, copy=False), rng)
             spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
             noisy = noise.synthesize(clean, spec, rng)
         else:

@@ -125,6 +125,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--no-augment", action="store_true", help="no random crops/flips (tests)")
+    p.add_argument(
+        "--color-augment",
+        action="store_true",
+        help="random channel order and saturation (x0.7..x2) for synthetic-noise rows: "
+        "widens the colours of a small clean set such as CBSD432",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the data pipeline (deterministic)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
     p.add_argument("--fail-at-step", default=None, help=argparse.SUPPRESS)  # test hook "STEP:RANK"
@@ -400,6 +406,7 @@ def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
         not config["no_augment"],
         config["seed"],
         config.get("patches_per_image", 1),
+        bool(config.get("color_augment")) and not config["no_augment"],
     )
 
     def sample(batch):
@@ -529,6 +536,7 @@ def run(args: argparse.Namespace) -> int:
             "no_augment": args.no_augment,
             "seed": args.seed,
             "patches_per_image": args.patches_per_image,
+            "color_augment": args.color_augment,
         },
     )
     if epoch_patches < args.batch_size:
@@ -634,6 +642,7 @@ def run(args: argparse.Namespace) -> int:
         | {
             "patch": args.patch,
             "patches_per_image": args.patches_per_image,
+            "color_augment": args.color_augment,
             "noise": args.noise,
             "workers": args.workers,
             "init_from": args.init_from,

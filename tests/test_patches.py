@@ -50,3 +50,26 @@ def test_same_seed_same_samples_and_one_patch_per_image_by_default(batch):
     assert PatchSampler(16, "gaussian:25", seed=7)(batch)["clean"].shape[0] == 2
     with pytest.raises(ValueError, match="patches_per_image"):
         PatchSampler(16, patches_per_image=0)
+
+
+def test_color_augment_changes_synthetic_rows_only(batch):
+    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=4)(batch)
+    color = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=4, color_augment=True)(batch)
+    # Paired rows keep their colours (real noise is not symmetric across channels).
+    np.testing.assert_array_equal(plain["clean"][:4], color["clean"][:4])
+    np.testing.assert_allclose(color["noisy"][:4] - color["clean"][:4], 20 / 255, atol=1e-6)
+    # Clean-only rows get new channel orders / saturations, still images in [0, 1].
+    assert not np.allclose(plain["clean"][4:], color["clean"][4:])
+    assert 0.0 <= float(color["clean"].min()) and float(color["clean"].max()) <= 1.0
+
+
+def test_random_color_leaves_grey_grey_and_spreads_saturation():
+    from denoise_core.patches import random_color
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.uniform(0, 1, (8, 8, 1)).astype(np.float32), 3, axis=2)
+    np.testing.assert_allclose(random_color(grey, rng), grey, atol=1e-6)
+    colour = np.clip(rng.normal(0.5, 0.1, (8, 8, 3)), 0, 1).astype(np.float32)
+    spread = colour.std(axis=-1).mean()
+    spreads = [random_color(colour, rng).std(axis=-1).mean() for _ in range(40)]
+    assert min(spreads) < 0.95 * spread and max(spreads) > 1.5 * spread
