@@ -124,6 +124,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "different nodes, STRICT_SPREAD requires one node per worker",
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="with --init-from: build --model/--model-args (a bigger architecture with the "
+        "same layer names, e.g. a unet with res_blocks) and copy the trained weights in",
+    )
     p.add_argument("--no-augment", action="store_true", help="no random crops/flips (tests)")
     p.add_argument(
         "--color-augment",
@@ -145,6 +151,13 @@ def _build_model(config: dict):
     from denoise_core import models
     from denoise_core.inference import load_model_any
 
+    if config.get("init_from") and config.get("grow"):
+        # A bigger architecture that contains the trained one (new blocks start as
+        # the identity): built under the global precision policy, weights copied in.
+        model = models.build_model(config["model"], **config["model_args"])
+        copied, fresh = models.transfer_weights(load_model_any(config["init_from"]), model)
+        _say(f"train: grew {config['init_from']}: {copied} layers copied, {fresh} new")
+        return model
     if config.get("init_from"):
         # A saved model pins each layer's dtype; re-policy it so --precision applies.
         return models.with_precision(load_model_any(config["init_from"]), config["precision"])
@@ -505,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
     args.storage = storage.absolute(args.storage)
     args.val = storage.absolute(args.val) if args.val else None
     args.init_from = storage.absolute(args.init_from) if args.init_from else None
+    if args.grow and not args.init_from:
+        return fail("--grow needs --init-from (the trained model to grow)")
     if args.batch_size % args.workers:
         return fail(f"--batch-size {args.batch_size} must be divisible by --workers {args.workers}")
     try:
@@ -555,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "model_args": model_args,
         "init_from": args.init_from,
+        "grow": args.grow,
         "storage": args.storage,
         "steps": steps,
         "minutes": args.minutes,
@@ -646,8 +662,14 @@ def run(args: argparse.Namespace) -> int:
             "noise": args.noise,
             "workers": args.workers,
             "init_from": args.init_from,
+            "grow": args.grow,
             "resumed_from": resume_from,
-        },
+        }
+        | (
+            {"model": args.model, "model_args": model_args}
+            if args.grow or not args.init_from
+            else {}
+        ),
         "wall_time_s": round(wall, 1),
         "hardware": _hardware(),
         "git_commit": _git_commit(),

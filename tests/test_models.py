@@ -15,6 +15,7 @@ from denoise_core.models import (
     model_info,
     model_size_multiple,
     space_to_depth_ops,
+    transfer_weights,
     with_precision,
 )
 
@@ -161,3 +162,23 @@ def test_with_precision_bf16_keeps_weights_and_float32_output(name):
     assert 0 < diff.max() < 0.05, diff.max()
     with pytest.raises(ValueError, match="unknown precision"):
         with_precision(model, "int8")
+
+
+def test_grown_unet_starts_as_the_trained_one_and_then_learns(tmp_path):
+    small = build_model("unet", widths=(8, 16), blocks_per_level=1)
+    small.compile(optimizer="adam", loss="mse")
+    x, y = _pairs(n=8, size=16)
+    small.fit(x, y, epochs=2, verbose=0)
+    grown = build_model("unet", widths=(8, 16), blocks_per_level=1, res_blocks=1)
+    copied, fresh = transfer_weights(small, grown)
+    assert copied == len([la for la in small.layers if la.weights])
+    assert fresh == 4  # two residual blocks (bottleneck, decoder), two convs each
+    # New blocks are the identity: the grown model computes exactly what the small one did.
+    np.testing.assert_allclose(grown.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    # ...and their weights train (the zero conv gets a gradient through the add).
+    grown.compile(optimizer="adam", loss="mse")
+    grown.fit(x, y, epochs=2, verbose=0)
+    assert np.abs(grown.get_layer("dec0_res0_conv_b").get_weights()[0]).max() > 0
+    # A model that is not a growth of the source is refused, naming the layer.
+    with pytest.raises(ValueError, match="enc0_conv0"):
+        transfer_weights(small, build_model("unet", widths=(12, 16), blocks_per_level=1))

@@ -425,4 +425,5 @@ def test_bad_arguments_are_refused_before_training(datasets, tmp_path):
     assert train(datasets["local"], run, "--workers", 3, "--batch-size", 8) != 0
     assert train(datasets["exact"], run) != 0  # no val split and no --val
     assert train(datasets["local"], run, "--patches-per-image", 0) != 0
+    assert train(datasets["local"], run, "--grow") != 0  # nothing to grow from
     assert not os.path.exists(os.path.join(run, train_job.RAY_DIR, "attempt-001"))
