@@ -460,7 +460,9 @@ def denoise_array(denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     if channels == 1:
         out = out.mean(axis=2, keepdims=True)
     top = np.iinfo(image.dtype).max
-    result = np.rint(np.clip(out, 0.0, 1.0) * top).astype(image.dtype)
+    scaled = np.multiply(out, top, dtype=np.float32)  # in place from here: no temporaries
+    np.clip(scaled, 0.0, top, out=scaled)
+    result = np.rint(scaled, out=scaled).astype(image.dtype)
     if channels == 4:
         result = np.concatenate([result, image[..., 3:]], axis=2)
     return result

@@ -79,7 +79,7 @@ class Denoiser:
             multiple=self.multiple,
             batch_size=self.batch_size,
         )
-        return np.clip(out, 0.0, 1.0)
+        return np.clip(out, 0.0, 1.0, out=out if out.flags.writeable else None)
 
 
 def load_model_any(path: str):

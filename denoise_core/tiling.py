@@ -80,7 +80,7 @@ def _windows(positions: list[int], tile: int, margin: int) -> list[np.ndarray]:
     """1-D window of each tile along one axis, fading only towards its neighbours."""
     out = []
     for i, pos in enumerate(positions):
-        w = np.ones(tile, dtype=np.float64)
+        w = np.ones(tile, dtype=np.float32)
         if i > 0:
             ov = positions[i - 1] + tile - pos
             w[:ov] *= _ramp(ov, margin)
@@ -89,6 +89,16 @@ def _windows(positions: list[int], tile: int, margin: int) -> list[np.ndarray]:
             w[tile - ov :] *= _ramp(ov, margin)[::-1]
         out.append(w)
     return out
+
+
+def _checked(pred, n: int, tile: int) -> np.ndarray:
+    pred = np.asarray(pred, dtype=np.float32)
+    if pred.ndim != 4 or pred.shape[:3] != (n, tile, tile):
+        raise ValueError(
+            f"predict_fn returned shape {pred.shape} for input ({n}, {tile}, {tile}, C); "
+            "it must keep the batch and tile size"
+        )
+    return pred
 
 
 def denoise_tiled(
@@ -128,6 +138,13 @@ def denoise_tiled(
     canvas, (h, w) = pad_to_multiple(img, multiple, min_size=tile)
     big_h, big_w = canvas.shape[:2]
     ys, xs = tile_positions(big_h, tile, stride), tile_positions(big_w, tile, stride)
+    if len(ys) == len(xs) == 1:
+        # One tile covers the canvas: its window is all ones, so blending is the
+        # identity. Skipping it saves ~10 ms of numpy per 512x512 image, a sixth of
+        # the model's own time on 2 cores (denoise run's per-image overhead).
+        out = _checked(predict_fn(np.ascontiguousarray(canvas[None])), 1, tile)[0]
+        result = crop_to(out, (h, w))
+        return result[..., 0] if squeeze else result
     wys, wxs = _windows(ys, tile, margin), _windows(xs, tile, margin)
     jobs = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
     n = max(1, min(batch_size, len(jobs)))
@@ -138,29 +155,28 @@ def denoise_tiled(
         batch = np.zeros((n, tile, tile, canvas.shape[2]), dtype=np.float32)
         for k, (iy, ix) in enumerate(chunk):
             batch[k] = canvas[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile]
-        pred = np.asarray(predict_fn(batch), dtype=np.float32)
-        if pred.ndim != 4 or pred.shape[:3] != (n, tile, tile):
-            raise ValueError(
-                f"predict_fn returned shape {pred.shape} for input {batch.shape}; "
-                "it must keep the batch and tile size"
-            )
+        pred = _checked(predict_fn(batch), n, tile)
         if out is None:
             out = np.zeros((big_h, big_w, pred.shape[3]), dtype=np.float32)
         for k, (iy, ix) in enumerate(chunk):
-            weight = np.outer(wys[iy], wxs[ix]).astype(np.float32)[..., None]
-            out[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile] += pred[k] * weight
+            # Separable window: two broadcast multiplies instead of an outer product.
+            weighted = pred[k] * wys[iy][:, None, None]
+            weighted *= wxs[ix][None, :, None]
+            out[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile] += weighted
 
     # The windows are separable and the tiles form a full grid, so the
     # accumulated weight is the outer product of the per-axis sums.
-    acc_y = np.zeros(big_h)
+    acc_y = np.zeros(big_h, dtype=np.float32)
     for y, wy in zip(ys, wys, strict=True):
         acc_y[y : y + tile] += wy
-    acc_x = np.zeros(big_w)
+    acc_x = np.zeros(big_w, dtype=np.float32)
     for x, wx in zip(xs, wxs, strict=True):
         acc_x[x : x + tile] += wx
     if acc_y.min() <= 0 or acc_x.min() <= 0:  # cannot happen with 2*margin < overlap
         raise AssertionError("tile windows left a pixel with zero weight")
-    out /= np.outer(acc_y, acc_x).astype(np.float32)[..., None]
+    assert out is not None
+    out /= acc_y[:, None, None]
+    out /= acc_x[None, :, None]
     result = crop_to(out, (h, w))
     return result[..., 0] if squeeze else result
 
