@@ -107,6 +107,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 EXCLUDED: set[int] = set()  # process trees not to count (the S3 server)
+SERVER_PIDS: list[int] = []  # the S3 server: its CPU is reported beside the pipeline's
 
 
 def descendants(root: int) -> list[int]:
@@ -283,6 +284,7 @@ def moto_s3():
         stderr=subprocess.DEVNULL,
     )
     EXCLUDED.add(server.pid)
+    SERVER_PIDS.append(server.pid)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -359,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             # compare the pipeline with the mean of the two.
             before = probe.tiles(args.model_seconds / 2)
             cpu_before = probe.cpu_per_mp
+            server_cpu = sum(_cpu_seconds(pid) for pid in SERVER_PIDS)
             with PeakMemory() as mem:
                 summary = run_job(src, dst, model, tiling + extra)
+            server_cpu = sum(_cpu_seconds(pid) for pid in SERVER_PIDS) - server_cpu
             after = probe.tiles(args.model_seconds / 2)
             ref = (before + after) / 2
             model_cpu.extend([cpu_before, probe.cpu_per_mp])
@@ -383,7 +387,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"({summary['seconds']:.1f} s, start-up {summary['startup_seconds']:.1f} s), "
                 f"{steady:.3f} MP/s steady; model {before:.3f} / {after:.3f} MP/s before / "
                 f"after: steady = {row['ratio']:.0%} of the model; peak RSS {row['rss']:.0f} MiB "
-                f"(largest process {row['largest']:.0f} MiB); {row['cpu']:.1f} CPU s",
+                f"(largest process {row['largest']:.0f} MiB); {row['cpu']:.1f} CPU s"
+                + (
+                    f" (+ {server_cpu:.1f} CPU s in the S3 server on the same cores)"
+                    if where == "s3"
+                    else ""
+                ),
                 flush=True,
             )
 
