@@ -15,6 +15,8 @@ import numpy as np
 
 from . import codecs, metrics, noise
 
+COLOR_CLIPS = ("hard", "fit")
+
 
 def _row_seed(key: str, seed: int) -> int:
     return zlib.crc32(key.encode()) ^ (seed * 2654435761 % 2**32)
@@ -50,7 +52,31 @@ def random_dihedral(arrays: list[np.ndarray | None], rng: np.random.Generator) -
     return out
 
 
-def random_color(clean: np.ndarray, rng: np.random.Generator, max_saturation: float = 2.0):
+def fitting_saturation(clean: np.ndarray, grey: np.ndarray, quantile: float = 0.02) -> float:
+    """The largest chroma scale that keeps all but ``quantile`` of the pixels inside [0, 1].
+
+    Per pixel the limit is where its first channel reaches 0 or 1 along
+    ``grey + s * (x - grey)``; grey pixels have no limit. Pixels already clipped in
+    the source (a channel at 0 or 255 of 8 bits, common in JPEGs) are left out:
+    they are flat there whatever the scale, and would otherwise forbid any boost.
+    """
+    d = clean - grey
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(d > 1e-6, (1.0 - grey) / d, np.inf)
+        down = np.where(d < -1e-6, grey / -d, np.inf)
+    limit = np.minimum(up, down).min(axis=-1)
+    unclipped = ~((clean <= 1.5 / 255) | (clean >= 253.5 / 255)).any(axis=-1)
+    if not unclipped.any():
+        return 1.0
+    return float(np.quantile(limit[unclipped], quantile))
+
+
+def random_color(
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    max_saturation: float = 2.0,
+    clip: str = "hard",
+):
     """A random channel order and saturation for a clean float patch in [0, 1].
 
     CBSD432 (the training set) holds few strongly saturated colours, while
@@ -60,12 +86,24 @@ def random_color(clean: np.ndarray, rng: np.random.Generator, max_saturation: fl
     also yields the flat 0/1 channels of saturated pixels) widens the colour
     statistics at no cost per step. Only for synthetic noise: real noise is not
     symmetric across channels, so paired rows keep their colours.
+
+    ``clip="hard"`` clips to [0, 1], which leaves flat 0/1 channels wherever the
+    scaled chroma leaves the range, and a CNN learns to flatten such channels (the
+    dark channel of stained glass or a sign, textured in real photos). ``"fit"``
+    lowers a saturation boost to what keeps 98% of the pixels in range
+    (:func:`fitting_saturation`), so no channel is flattened.
     """
+    if clip not in COLOR_CLIPS:
+        raise ValueError(f"unknown clip {clip!r}; choose one of {', '.join(COLOR_CLIPS)}")
     out = clean[..., rng.permutation(3)]
     log_s = rng.uniform(-np.log(max_saturation) / 2, np.log(max_saturation))
     if abs(log_s) > 1e-3:
         grey = out.mean(axis=-1, keepdims=True)
-        out = np.clip(grey + np.float32(np.exp(log_s)) * (out - grey), 0.0, 1.0)
+        scale = float(np.exp(log_s))
+        if clip == "fit" and scale > 1.0:
+            scale = min(scale, max(1.0, fitting_saturation(out, grey)))
+        out = grey + np.float32(scale) * (out - grey)
+        out = np.clip(out, 0.0, 1.0)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -87,6 +125,7 @@ class PatchSampler:
         seed: int | None = None,
         patches_per_image: int = 1,
         color_augment: bool = False,
+        color_clip: str = "hard",
     ) -> None:
         if patches_per_image < 1:
             raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
@@ -97,6 +136,9 @@ class PatchSampler:
         self.seed = seed
         self.patches_per_image = patches_per_image
         self.color_augment = color_augment
+        if color_clip not in COLOR_CLIPS:
+            raise ValueError(f"unknown color_clip {color_clip!r}; use {' or '.join(COLOR_CLIPS)}")
+        self.color_clip = color_clip
         self._rng = np.random.default_rng(seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
@@ -112,7 +154,9 @@ class PatchSampler:
         clean = metrics.to_float01(clean)
         if noisy is None:
             if self.color_augment and clean.ndim == 3 and clean.shape[-1] == 3:
-                clean = random_color(clean.astype(np.float32, copy=False), rng)
+                clean = random_color(
+                    clean.astype(np.float32, copy=False), rng, clip=self.color_clip
+                )
             spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
             noisy = noise.synthesize(clean, spec, rng)
         else:

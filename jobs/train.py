@@ -137,6 +137,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="random channel order and saturation (x0.7..x2) for synthetic-noise rows: "
         "widens the colours of a small clean set such as CBSD432",
     )
+    p.add_argument(
+        "--color-clip",
+        choices=["hard", "fit"],
+        default="hard",
+        help="with --color-augment: 'hard' clips chroma scaled out of [0, 1] (flat 0/1 "
+        "channels), 'fit' limits the saturation boost to what keeps the patch in range",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the data pipeline (deterministic)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
     p.add_argument("--fail-at-step", default=None, help=argparse.SUPPRESS)  # test hook "STEP:RANK"
@@ -420,6 +427,7 @@ def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
         config["seed"],
         config.get("patches_per_image", 1),
         bool(config.get("color_augment")) and not config["no_augment"],
+        config.get("color_clip", "hard"),
     )
 
     def sample(batch):
@@ -552,6 +560,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "patches_per_image": args.patches_per_image,
             "color_augment": args.color_augment,
+            "color_clip": args.color_clip,
         },
     )
     if epoch_patches < args.batch_size:
@@ -659,6 +668,7 @@ def run(args: argparse.Namespace) -> int:
             "patch": args.patch,
             "patches_per_image": args.patches_per_image,
             "color_augment": args.color_augment,
+            "color_clip": args.color_clip if args.color_augment else None,
             "noise": args.noise,
             "workers": args.workers,
             "init_from": args.init_from,

@@ -73,3 +73,29 @@ def test_random_color_leaves_grey_grey_and_spreads_saturation():
     spread = colour.std(axis=-1).mean()
     spreads = [random_color(colour, rng).std(axis=-1).mean() for _ in range(40)]
     assert min(spreads) < 0.95 * spread and max(spreads) > 1.5 * spread
+
+
+def test_fit_color_clip_keeps_texture_where_hard_clip_flattens():
+    from denoise_core.patches import fitting_saturation, random_color
+
+    # A saturated yellow with texture in every channel: blue near 0, red/green near 1.
+    rng = np.random.default_rng(1)
+    texture = rng.uniform(-0.04, 0.04, (32, 32, 1)).astype(np.float32)
+    yellow = (np.float32([0.85, 0.8, 0.1]) + texture).astype(np.float32)
+    limit = fitting_saturation(yellow, yellow.mean(axis=-1, keepdims=True))
+    assert 1.0 < limit < 1.3  # blue reaches 0 at about 1.1x the chroma
+    spreads = {}
+    for clip in ("hard", "fit"):
+        outs = [random_color(yellow, np.random.default_rng(s), clip=clip) for s in range(30)]
+        # The least textured channel of each patch: hard clipping pins it flat at 0 or 1.
+        spreads[clip] = min(float(o.reshape(-1, 3).std(axis=0).min()) for o in outs)
+        assert all(0.0 <= float(o.min()) and float(o.max()) <= 1.0 for o in outs)
+    assert spreads["hard"] < 1e-6
+    assert spreads["fit"] > 0.005
+    # A dull patch can still be made much more colourful.
+    dull = (np.float32([0.5, 0.45, 0.4]) + texture).astype(np.float32)
+    assert fitting_saturation(dull, dull.mean(axis=-1, keepdims=True)) > 4.0
+    with pytest.raises(ValueError, match="clip"):
+        random_color(yellow, rng, clip="fuzzy")
+    with pytest.raises(ValueError, match="color_clip"):
+        PatchSampler(16, color_augment=True, color_clip="fuzzy")
