@@ -219,6 +219,12 @@ def build(args) -> keras.Model:
     return models.with_precision(source, args.precision)
 
 
+def noisy_psnr(val: list) -> float:
+    """Mean PSNR of the noisy validation inputs (the floor the model's figure is read against)."""
+    psnrs = [10 * math.log10(1.0 / float(np.mean((n - c) ** 2))) for n, c in val]
+    return float(np.mean(psnrs)) if psnrs else float("nan")
+
+
 def lr_at(fraction: float, peak: float, warmup_fraction: float) -> float:
     if fraction < warmup_fraction:
         return peak * fraction / warmup_fraction
@@ -445,7 +451,7 @@ def main(argv=None) -> int:
             "noise": "gaussian:25",
             "note": "monitoring only: crops to a multiple of 8, seed 0 noise",
         },
-        "best": best,
+        "best": {**best, "val_noisy_psnr": noisy_psnr(val)},
         "training": {
             "batch_size": args.batch,
             "patch": args.patch,
