@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from denoise_core import models  # noqa: E402
+from denoise_core import metrics, models  # noqa: E402
 
 MAX_SAT = 2.0  # patches.random_color's default
 
@@ -221,8 +221,7 @@ def build(args) -> keras.Model:
 
 def noisy_psnr(val: list) -> float:
     """Mean PSNR of the noisy validation inputs (the floor the model's figure is read against)."""
-    psnrs = [10 * math.log10(1.0 / float(np.mean((n - c) ** 2))) for n, c in val]
-    return float(np.mean(psnrs)) if psnrs else float("nan")
+    return float(np.mean([metrics.psnr(n, c) for n, c in val])) if val else float("nan")
 
 
 def lr_at(fraction: float, peak: float, warmup_fraction: float) -> float:
@@ -326,16 +325,15 @@ def main(argv=None) -> int:
             val.append((c + rng.standard_normal(c.shape, dtype=np.float32) * 25 / 255, c))
 
     def validate(tv, ntv) -> float:
-        psnrs = []
-        for noisy, clean in val:
-            out = np.asarray(predict(tv, ntv, noisy[None]), dtype=np.float32)[0]
-            mse = float(np.mean((np.clip(out, 0, 1) - clean) ** 2))
-            psnrs.append(10 * math.log10(1.0 / mse))
+        psnrs = [
+            metrics.psnr(np.clip(np.asarray(predict(tv, ntv, n[None]), np.float32)[0], 0, 1), c)
+            for n, c in val
+        ]
         return float(np.mean(psnrs)) if psnrs else float("nan")
 
     log = open(os.path.join(args.out, "log.jsonl"), "a")
 
-    def checkpoint(tv, ntv, step, loss, name):
+    def checkpoint(tv, ntv, name):
         for var, value in zip(model.trainable_variables, tv):
             var.assign(value)
         for var, value in zip(model.non_trainable_variables, ntv):
@@ -391,7 +389,7 @@ def main(argv=None) -> int:
             if vp > best["val_psnr"]:
                 best = {"step": step, "val_psnr": vp}
             try:
-                checkpoint(trainable, non_trainable, step, rec["loss"], "checkpoint.keras")
+                checkpoint(trainable, non_trainable, "checkpoint.keras")
             except Exception as exc:  # a failed save must not end the lease's training
                 print(f"checkpoint failed: {exc!r}", flush=True)
             last_ckpt = time.time()
@@ -410,7 +408,7 @@ def main(argv=None) -> int:
     log.close()
     if vp >= best["val_psnr"]:
         best = {"step": step, "val_psnr": vp}
-    checkpoint(trainable, non_trainable, step, None, os.path.join("model", "model.keras"))
+    checkpoint(trainable, non_trainable, os.path.join("model", "model.keras"))
     try:
         gpu = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
