@@ -106,6 +106,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _process_name(pid: int) -> str:
+    """A short name for a process: Ray's title (``ray::…``) or the program's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().split(b"\0")
+    except OSError:
+        return "?"
+    first = args[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split(" ")[0][:60]
+    if len(args) > 1 and args[1] == b"-c":
+        return "python -c"
+    for arg in args[:4]:  # python -m / python script: name it by the module or script
+        text = arg.decode(errors="replace")
+        if text.endswith(".py") or "ray/" in text or "ray." in text:
+            return os.path.basename(text)[:60]
+    return os.path.basename(first)[:60] or "?"
+
+
 EXCLUDED: set[int] = set()  # process trees not to count (the S3 server)
 SERVER_PIDS: list[int] = []  # the S3 server: its CPU is reported beside the pipeline's
 
@@ -138,6 +157,7 @@ class PeakMemory:
         self.peak_total = self.peak_single = 0
         self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -150,6 +170,7 @@ class PeakMemory:
             cpu = _cpu_seconds(pid)
             self._cpu_start.setdefault(pid, cpu if not self._started else 0.0)
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
+            self._names[pid] = _process_name(pid)  # Ray retitles its workers as they take work
 
     def _loop(self) -> None:
         start = time.thread_time()
@@ -161,6 +182,14 @@ class PeakMemory:
     @property
     def cpu_seconds(self) -> float:
         return sum(self._cpu_last[p] - self._cpu_start.get(p, 0.0) for p in self._cpu_last)
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds per process name (Ray's process titles), largest first."""
+        out: dict[str, float] = {}
+        for pid, last in self._cpu_last.items():
+            name = self._names.get(pid, "?")
+            out[name] = out.get(name, 0.0) + last - self._cpu_start.get(pid, 0.0)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def __enter__(self) -> PeakMemory:
         self._started = False
@@ -320,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         help="extra pipeline variants on the largest local count, e.g. "
         "'io=tasks,threads=0' (each: extra `denoise run` flags as name=value;...)",
     )
+    p.add_argument(
+        "--cpu-breakdown", action="store_true", help="print CPU seconds per process after each run"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary images and outputs")
     p.add_argument("--num-cpus", type=int, default=None, help="Ray logical CPUs (default: all)")
     args = p.parse_args(argv)
@@ -395,6 +427,14 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
+            if args.cpu_breakdown:
+                parts = {"driver": mem.driver_cpu, **mem.cpu_by_process()}
+                print(
+                    "    CPU s by process: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v >= 0.05)
+                    + (f", S3 server {server_cpu:.1f}" if where == "s3" else ""),
+                    flush=True,
+                )
 
         print("denoise run:")
         for count in counts:

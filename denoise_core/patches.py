@@ -52,6 +52,28 @@ def random_dihedral(arrays: list[np.ndarray | None], rng: np.random.Generator) -
     return out
 
 
+def random_downscale(
+    clean: np.ndarray, min_scale: float, patch: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``clean`` shrunk by a random factor in [``min_scale``, 1] (area averaging).
+
+    Shrinking a photograph averages away its own noise and JPEG blocks and packs
+    its textures into fewer pixels: cleaner targets and finer detail than the
+    source resolution gives (small clean sets such as CBSD432 are 481x321 JPEGs).
+    The factor never takes the short side below ``patch``.
+    """
+    import cv2
+
+    h, w = clean.shape[:2]
+    low = max(min_scale, patch / min(h, w))
+    if low >= 1.0:
+        return clean
+    scale = float(rng.uniform(low, 1.0))
+    size = (max(patch, round(w * scale)), max(patch, round(h * scale)))
+    out = cv2.resize(clean, size, interpolation=cv2.INTER_AREA)
+    return out if out.ndim == clean.ndim else out[..., None]
+
+
 def fitting_saturation(clean: np.ndarray, grey: np.ndarray, quantile: float = 0.02) -> float:
     """The largest chroma scale that keeps all but ``quantile`` of the pixels inside [0, 1].
 
@@ -126,6 +148,7 @@ class PatchSampler:
         patches_per_image: int = 1,
         color_augment: bool = False,
         color_clip: str = "hard",
+        scale_augment: float = 1.0,
     ) -> None:
         if patches_per_image < 1:
             raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
@@ -139,6 +162,9 @@ class PatchSampler:
         if color_clip not in COLOR_CLIPS:
             raise ValueError(f"unknown color_clip {color_clip!r}; use {' or '.join(COLOR_CLIPS)}")
         self.color_clip = color_clip
+        if not 0.0 < scale_augment <= 1.0:
+            raise ValueError(f"scale_augment must be in (0, 1], got {scale_augment}")
+        self.scale_augment = scale_augment  # smallest downscale factor; 1.0 = off
         self._rng = np.random.default_rng(seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
@@ -147,6 +173,9 @@ class PatchSampler:
         return np.random.default_rng(_row_seed(key, self.seed))
 
     def _one(self, noisy, clean, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        # Half the synthetic-noise samples at a smaller scale, half at the source's own.
+        if noisy is None and self.augment and self.scale_augment < 1.0 and rng.random() < 0.5:
+            clean = random_downscale(clean, self.scale_augment, self.patch, rng)
         if self.augment or clean.shape[0] != self.patch or clean.shape[1] != self.patch:
             noisy, clean = random_crop_pair(noisy, clean, self.patch, rng)
         if self.augment:

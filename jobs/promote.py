@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 from denoise_core import storage, weights
@@ -26,6 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="RESULT.json written by denoise benchmark (repeat to merge several runs' results)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        metavar="WHICH",
+        help="what to ship: 'best' (default; the run's export, best by validation PSNR), "
+        "'last' (the newest checkpoint, e.g. the end of the LR schedule) or a step number",
     )
     p.add_argument("--note", default="", help="free text recorded with this lineage entry")
     p.add_argument(
@@ -44,6 +52,26 @@ def merge_benchmarks(payloads: list[dict]) -> dict:
     return merged
 
 
+_CHECKPOINT_RE = re.compile(r"/checkpoint_(\d+)/model\.keras$")
+
+
+def find_checkpoint(run_uri: str, which: str) -> tuple[str, int] | None:
+    """(URI of the checkpoint folder, step) of ``which`` ('last' or a step) in a run.
+
+    Checkpoints live under ``RUN/ray/attempt-*/checkpoint_<step>/``; a resumed run has
+    several attempts, and the highest step across them is the newest.
+    """
+    found: dict[int, str] = {}
+    for uri in storage.walk_files(storage.join(run_uri, "ray"), (".keras",)):
+        m = _CHECKPOINT_RE.search(uri)
+        if m:
+            found[int(m.group(1))] = uri[: -len("/model.keras")]
+    if not found:
+        return None
+    step = max(found) if which == "last" else int(which)
+    return (found[step], step) if step in found else None
+
+
 def run(args: argparse.Namespace) -> int:
     run_uri = storage.absolute(args.run)
     try:
@@ -51,6 +79,20 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"error: {run_uri} has no exported model (model/model.keras); did the run finish?")
         return 2
+    promoted = None
+    if args.checkpoint != "best":
+        if args.checkpoint != "last" and not args.checkpoint.isdigit():
+            print(f"error: --checkpoint must be best, last or a step, got {args.checkpoint!r}")
+            return 2
+        found = find_checkpoint(run_uri, args.checkpoint)
+        if found is None:
+            print(f"error: {run_uri} has no checkpoint {args.checkpoint!r} under ray/")
+            return 2
+        folder_uri, step = found
+        model_bytes = storage.read_bytes(storage.join(folder_uri, "model.keras"))
+        state = json.loads(storage.read_bytes(storage.join(folder_uri, "state.json")))
+        promoted = {k: state.get(k) for k in ("step", "val_psnr", "val_ssim", "loss")}
+        promoted["step"] = step
     if len(model_bytes) > MAX_BYTES:
         print(f"error: model is {len(model_bytes) / 2**20:.1f} MiB, over the 20 MiB limit")
         return 2
@@ -72,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         "git_commit": run_card.get("git_commit"),
         "note": args.note,
     }
+    if promoted is not None:  # shipped a checkpoint, not the run's best-by-validation export
+        entry["promoted_checkpoint"] = promoted
     if args.benchmark:
         entry["benchmark"] = merge_benchmarks(
             [json.loads(storage.read_bytes(storage.absolute(b))) for b in args.benchmark]

@@ -144,6 +144,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --color-augment: 'hard' clips chroma scaled out of [0, 1] (flat 0/1 "
         "channels), 'fit' limits the saturation boost to what keeps the patch in range",
     )
+    p.add_argument(
+        "--scale-augment",
+        type=float,
+        default=1.0,
+        metavar="MIN",
+        help="for synthetic-noise rows: shrink half the images by a random factor in "
+        "[MIN, 1] before cropping (area averaging: cleaner targets, finer textures); "
+        "1 (default) is off",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the data pipeline (deterministic)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
     p.add_argument("--fail-at-step", default=None, help=argparse.SUPPRESS)  # test hook "STEP:RANK"
@@ -428,6 +437,7 @@ def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
         config.get("patches_per_image", 1),
         bool(config.get("color_augment")) and not config["no_augment"],
         config.get("color_clip", "hard"),
+        config.get("scale_augment", 1.0),
     )
 
     def sample(batch):
@@ -551,6 +561,8 @@ def run(args: argparse.Namespace) -> int:
     init_ray(args.address)
     if args.patches_per_image < 1:
         return fail("--patches-per-image must be at least 1")
+    if not 0.0 < args.scale_augment <= 1.0:
+        return fail(f"--scale-augment must be in (0, 1], got {args.scale_augment}")
     ds, epoch_patches = build_train_dataset(
         datasets,
         {
@@ -561,6 +573,7 @@ def run(args: argparse.Namespace) -> int:
             "patches_per_image": args.patches_per_image,
             "color_augment": args.color_augment,
             "color_clip": args.color_clip,
+            "scale_augment": args.scale_augment,
         },
     )
     if epoch_patches < args.batch_size:
@@ -669,6 +682,7 @@ def run(args: argparse.Namespace) -> int:
             "patches_per_image": args.patches_per_image,
             "color_augment": args.color_augment,
             "color_clip": args.color_clip if args.color_augment else None,
+            "scale_augment": args.scale_augment,
             "noise": args.noise,
             "workers": args.workers,
             "init_from": args.init_from,

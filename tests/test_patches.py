@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from denoise_core import codecs
-from denoise_core.patches import PatchSampler
+from denoise_core.patches import PatchSampler, random_downscale
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -99,3 +99,25 @@ def test_fit_color_clip_keeps_texture_where_hard_clip_flattens():
         random_color(yellow, rng, clip="fuzzy")
     with pytest.raises(ValueError, match="color_clip"):
         PatchSampler(16, color_augment=True, color_clip="fuzzy")
+
+
+def test_random_downscale_averages_noise_and_keeps_the_patch_size():
+    rng = np.random.default_rng(0)
+    flat = np.full((96, 80, 3), 100.0) + rng.normal(0, 10, (96, 80, 3))
+    clean = np.clip(np.rint(flat), 0, 255).astype(np.uint8)
+    small = random_downscale(clean, 0.5, 40, np.random.default_rng(1))
+    assert small.dtype == np.uint8 and small.shape[2] == 3
+    assert 40 <= min(small.shape[:2]) < 80  # shrunk, never below the patch
+    assert small.std() < 0.9 * clean.std()  # area averaging removes some of the noise
+    # The short side limits the factor: a 40-pixel side cannot shrink for a 40 patch.
+    assert random_downscale(clean[:40], 0.5, 40, rng).shape == (40, 80, 3)
+
+
+def test_scale_augment_touches_synthetic_rows_only(batch):
+    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
+    scaled = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, scale_augment=0.5)(batch)
+    np.testing.assert_allclose(scaled["noisy"][:8] - scaled["clean"][:8], 20 / 255, atol=1e-6)
+    assert scaled["clean"].shape == plain["clean"].shape
+    assert not np.array_equal(plain["clean"][8:], scaled["clean"][8:])
+    with pytest.raises(ValueError, match="scale_augment"):
+        PatchSampler(16, scale_augment=0.0)

@@ -50,3 +50,33 @@ def test_promote_refuses_a_run_without_an_exported_model(tmp_path, capsys):
     assert promote.main([str(tmp_path / "nothing"), "--to", str(tmp_path / "w")]) == 2
     assert "has no exported model" in capsys.readouterr().out
     assert not (tmp_path / "w" / "default.keras").exists()
+
+
+def test_promote_last_or_a_step_ships_that_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run-300"
+    run_uri = _fake_run(tmp_path, 300)
+    for attempt, step in (("attempt-001", 100), ("attempt-002", 300)):  # a resumed run
+        ckpt = run / "ray" / attempt / f"checkpoint_{step:08d}"
+        ckpt.mkdir(parents=True)
+        models.build_model("unet", widths=(8, 16), blocks_per_level=step // 100).save(
+            ckpt / "model.keras"
+        )
+        (ckpt / "state.json").write_text(json.dumps({"step": step, "val_psnr": 29.0 + step}))
+    weights_dir = tmp_path / "w"
+
+    assert promote.main([run_uri, "--to", str(weights_dir), "--checkpoint", "last"]) == 0
+    shipped = (weights_dir / "default.keras").read_bytes()
+    assert shipped == (run / "ray/attempt-002/checkpoint_00000300/model.keras").read_bytes()
+    card = json.loads((weights_dir / "default_model_card.json").read_text())
+    assert card["current"]["promoted_checkpoint"]["step"] == 300
+    assert card["current"]["promoted_checkpoint"]["val_psnr"] == 329.0
+
+    assert promote.main([run_uri, "--to", str(weights_dir), "--checkpoint", "100"]) == 0
+    shipped = (weights_dir / "default.keras").read_bytes()
+    assert shipped == (run / "ray/attempt-001/checkpoint_00000100/model.keras").read_bytes()
+
+    assert promote.main([run_uri, "--to", str(weights_dir), "--checkpoint", "200"]) == 2
+    assert promote.main([run_uri, "--to", str(weights_dir), "--checkpoint", "newest"]) == 2
+    out = capsys.readouterr().out
+    assert "no checkpoint '200'" in out and "best, last or a step" in out
+    assert len(json.loads((weights_dir / "default_model_card.json").read_text())["lineage"]) == 2
