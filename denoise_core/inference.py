@@ -49,6 +49,7 @@ class Denoiser:
         overlap: int = 32,
         batch_size: int = 4,
         precision: str = "fp32",
+        fit_tiles: bool = True,
     ) -> None:
         import tensorflow as tf
 
@@ -59,6 +60,10 @@ class Denoiser:
         self.tile = tile
         self.overlap = overlap
         self.batch_size = batch_size
+        # Tiles shrunk to each image (tiling.fit_tile): a 1024 px image costs 9 tiles of
+        # 368 px instead of 9 of 512 px. Shapes then vary with the image size;
+        # reduce_retracing makes TensorFlow fall back to one shape-generic graph.
+        self.fit_tiles = fit_tiles
         self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     @classmethod
@@ -78,6 +83,7 @@ class Denoiser:
             overlap=self.overlap,
             multiple=self.multiple,
             batch_size=self.batch_size,
+            fit=self.fit_tiles,
         )
         return np.clip(out, 0.0, 1.0, out=out if out.flags.writeable else None)
 

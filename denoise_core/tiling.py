@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["crop_to", "denoise_tiled", "denoise_whole", "pad_to_multiple", "tile_positions"]
+__all__ = [
+    "crop_to",
+    "denoise_tiled",
+    "denoise_whole",
+    "fit_tile",
+    "pad_to_multiple",
+    "tile_positions",
+]
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -63,6 +70,29 @@ def tile_positions(length: int, tile: int, stride: int) -> list[int]:
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest tile side (on the ``multiple`` grid, at most ``tile``) that covers
+    ``length`` with no more tiles than ``tile`` itself would need.
+
+    A fixed tile wastes model work wherever the image is not a whole number of
+    strides: a 1024 px side in 512 px tiles with a 32 px overlap needs 3 tiles
+    (1536 px of tiles), and 3 tiles of 368 px cover it as well; a 300 px image
+    would be padded to a whole 512 px tile. ``length`` is the canvas side (already
+    a multiple of ``multiple``).
+    """
+    full_stride = (tile - overlap) // multiple * multiple
+    count = len(tile_positions(length, tile, full_stride))
+    if count == 1:
+        return min(tile, _ceil_to(length, multiple))
+    side = _ceil_to(-(-(length + (count - 1) * overlap) // count), multiple)
+    while side < tile:
+        stride = (side - overlap) // multiple * multiple
+        if stride > 0 and len(tile_positions(length, side, stride)) <= count:
+            return side
+        side += multiple
+    return tile
+
+
 def _ramp(overlap: int, margin: int) -> np.ndarray:
     """Rising weights over an overlap: 0 for ``margin`` pixels, raised cosine, then 1.
 
@@ -91,11 +121,11 @@ def _windows(positions: list[int], tile: int, margin: int) -> list[np.ndarray]:
     return out
 
 
-def _checked(pred, n: int, tile: int) -> np.ndarray:
+def _checked(pred, n: int, tile_h: int, tile_w: int) -> np.ndarray:
     pred = np.asarray(pred, dtype=np.float32)
-    if pred.ndim != 4 or pred.shape[:3] != (n, tile, tile):
+    if pred.ndim != 4 or pred.shape[:3] != (n, tile_h, tile_w):
         raise ValueError(
-            f"predict_fn returned shape {pred.shape} for input ({n}, {tile}, {tile}, C); "
+            f"predict_fn returned shape {pred.shape} for input ({n}, {tile_h}, {tile_w}, C); "
             "it must keep the batch and tile size"
         )
     return pred
@@ -109,6 +139,7 @@ def denoise_tiled(
     multiple: int = 1,
     batch_size: int = 4,
     margin: int | None = None,
+    fit: bool = False,
 ) -> np.ndarray:
     """Runs ``predict_fn`` over overlapping ``tile``×``tile`` crops of an HxW[xC] image.
 
@@ -120,6 +151,9 @@ def denoise_tiled(
     on the ``multiple`` grid (so a U-Net's pooling grid matches whole-image
     inference), and the result is cropped back to HxW[xC] float32.
     ``tile`` is rounded up to ``multiple``; ``margin`` defaults to overlap // 4.
+    ``fit=True`` shrinks the tile per axis to :func:`fit_tile` (never above
+    ``tile``, so memory stays bounded): less padding and overlap to compute, at
+    the price of one tile shape per image size instead of one per run.
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim not in (2, 3):
@@ -135,43 +169,52 @@ def denoise_tiled(
     if not 0 <= 2 * margin < overlap:
         raise ValueError(f"margin {margin} must satisfy 0 <= 2*margin < overlap ({overlap})")
 
-    canvas, (h, w) = pad_to_multiple(img, multiple, min_size=tile)
+    if fit:
+        padded_h, padded_w = (_ceil_to(n, multiple) for n in img.shape[:2])
+        tile_h = fit_tile(padded_h, tile, overlap, multiple)
+        tile_w = fit_tile(padded_w, tile, overlap, multiple)
+    else:
+        tile_h = tile_w = tile
+    canvas, (h, w) = pad_to_multiple(img, multiple, min_size=(tile_h, tile_w))
     big_h, big_w = canvas.shape[:2]
-    ys, xs = tile_positions(big_h, tile, stride), tile_positions(big_w, tile, stride)
+    stride_h = (tile_h - overlap) // multiple * multiple
+    stride_w = (tile_w - overlap) // multiple * multiple
+    ys = tile_positions(big_h, tile_h, stride_h) if stride_h > 0 else [0]
+    xs = tile_positions(big_w, tile_w, stride_w) if stride_w > 0 else [0]
     if len(ys) == len(xs) == 1:
         # One tile covers the canvas: its window is all ones, so blending is the
         # identity. Skipping it saves ~10 ms of numpy per 512x512 image, a sixth of
         # the model's own time on 2 cores (denoise run's per-image overhead).
-        out = _checked(predict_fn(np.ascontiguousarray(canvas[None])), 1, tile)[0]
+        out = _checked(predict_fn(np.ascontiguousarray(canvas[None])), 1, tile_h, tile_w)[0]
         result = crop_to(out, (h, w))
         return result[..., 0] if squeeze else result
-    wys, wxs = _windows(ys, tile, margin), _windows(xs, tile, margin)
+    wys, wxs = _windows(ys, tile_h, margin), _windows(xs, tile_w, margin)
     jobs = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
     n = max(1, min(batch_size, len(jobs)))
 
     out: np.ndarray | None = None
     for start in range(0, len(jobs), n):
         chunk = jobs[start : start + n]
-        batch = np.zeros((n, tile, tile, canvas.shape[2]), dtype=np.float32)
+        batch = np.zeros((n, tile_h, tile_w, canvas.shape[2]), dtype=np.float32)
         for k, (iy, ix) in enumerate(chunk):
-            batch[k] = canvas[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile]
-        pred = _checked(predict_fn(batch), n, tile)
+            batch[k] = canvas[ys[iy] : ys[iy] + tile_h, xs[ix] : xs[ix] + tile_w]
+        pred = _checked(predict_fn(batch), n, tile_h, tile_w)
         if out is None:
             out = np.zeros((big_h, big_w, pred.shape[3]), dtype=np.float32)
         for k, (iy, ix) in enumerate(chunk):
             # Separable window: two broadcast multiplies instead of an outer product.
             weighted = pred[k] * wys[iy][:, None, None]
             weighted *= wxs[ix][None, :, None]
-            out[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile] += weighted
+            out[ys[iy] : ys[iy] + tile_h, xs[ix] : xs[ix] + tile_w] += weighted
 
     # The windows are separable and the tiles form a full grid, so the
     # accumulated weight is the outer product of the per-axis sums.
     acc_y = np.zeros(big_h, dtype=np.float32)
     for y, wy in zip(ys, wys, strict=True):
-        acc_y[y : y + tile] += wy
+        acc_y[y : y + tile_h] += wy
     acc_x = np.zeros(big_w, dtype=np.float32)
     for x, wx in zip(xs, wxs, strict=True):
-        acc_x[x : x + tile] += wx
+        acc_x[x : x + tile_w] += wx
     if acc_y.min() <= 0 or acc_x.min() <= 0:  # cannot happen with 2*margin < overlap
         raise AssertionError("tile windows left a pixel with zero weight")
     assert out is not None

@@ -82,8 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile",
         type=int,
-        default=512,
-        help="tile size of tiled inference (512: 3x faster than 256 on 500x500 images)",
+        default=1024,
+        help="largest tile of tiled inference; each image's tiles shrink to the fewest "
+        "that cover it (a 12 MP photo: 3.6 MP/s with 1024 against 2.9 with 512 here, "
+        "about 0.45 GB more memory per actor)",
     )
     p.add_argument("--overlap", type=int, default=32, help="overlap between tiles (pixels)")
     p.add_argument("--tile-batch", type=int, default=4, help="tiles per model call")

@@ -12,6 +12,7 @@ from denoise_core.tiling import (
     crop_to,
     denoise_tiled,
     denoise_whole,
+    fit_tile,
     pad_to_multiple,
     tile_positions,
 )
@@ -119,3 +120,50 @@ def test_fixed_batch_shape_grayscale_and_bad_predictor():
         denoise_tiled(lambda b: b[:, :16], _image(40, 40), tile=32, overlap=8)
     with pytest.raises(ValueError, match="stride"):
         denoise_tiled(lambda b: b, _image(40, 40), tile=32, overlap=32)
+
+
+@pytest.mark.parametrize("length", [1024, 4032, 3024, 1000, 520, 300, 512, 8])
+def test_fit_tile_needs_no_more_tiles_and_never_grows(length):
+    tile, overlap, multiple = 512, 32, 8
+    side = fit_tile(length, tile, overlap, multiple)
+    assert side % multiple == 0 and side <= tile
+    full = len(tile_positions(length, tile, tile - overlap))
+    if full == 1:
+        assert side >= length
+    else:
+        fitted = tile_positions(length, side, (side - overlap) // multiple * multiple)
+        assert len(fitted) <= full
+    assert fit_tile(1024, 512, 32, 8) == 368  # 3 tiles of 368 instead of 3 of 512
+
+
+@pytest.mark.parametrize("shape", [(300, 517), (37, 53), (129, 64)])
+def test_fitted_tiles_equal_whole_image(small_conv, shape):
+    img = _image(*shape, seed=4)
+    predict = _predict_fn(small_conv)
+    shapes = []
+
+    def recording(batch):
+        shapes.append(batch.shape[1:3])
+        return predict(batch)
+
+    whole = denoise_whole(predict, img)
+    tiled = denoise_tiled(recording, img, tile=64, overlap=32, batch_size=4, fit=True)
+    assert np.abs(tiled - whole).max() < 1e-5
+    assert all(h <= 64 and w <= 64 for h, w in shapes)
+    # Less model work than fixed 64 px tiles: never more tiles, each no larger.
+    fixed = []
+    denoise_tiled(lambda b: fixed.append(b.shape) or b, img, tile=64, overlap=32, batch_size=1)
+    fitted = []
+    denoise_tiled(lambda b: fitted.append(b.shape) or b, img, tile=64, overlap=32, batch_size=1,
+                  fit=True)  # fmt: skip
+    assert sum(np.prod(s) for s in fitted) < sum(np.prod(s) for s in fixed)
+
+
+def test_unet_fitted_tiles_match_whole_image():
+    keras.utils.set_random_seed(0)
+    model = build_model("unet", widths=(4, 8), blocks_per_level=1)
+    predict = _predict_fn(model)
+    img = _image(150, 203, seed=3)
+    whole = denoise_whole(predict, img, multiple=2)
+    tiled = denoise_tiled(predict, img, tile=64, overlap=48, multiple=2, margin=12, fit=True)
+    assert np.abs(tiled - whole).max() < 1e-5
