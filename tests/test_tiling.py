@@ -92,14 +92,16 @@ def test_smaller_than_tile(small_conv, shape):
     assert np.abs(tiled[: h - 2, : w - 2] - whole[: h - 2, : w - 2]).max(initial=0) < 1e-5
 
 
-def test_unet_with_size_multiple_matches_whole_image():
-    """Tiles start on the pooling grid, so a small U-Net matches whole-image inference."""
+@pytest.mark.parametrize("fit", [False, True])
+def test_unet_with_size_multiple_matches_whole_image(fit):
+    """Tiles start on the pooling grid, so a small U-Net matches whole-image inference
+    (with fixed tiles and with tiles fitted to the image)."""
     keras.utils.set_random_seed(0)
     model = build_model("unet", widths=(4, 8), blocks_per_level=1)
     predict = _predict_fn(model)
     img = _image(150, 203, seed=3)
     whole = denoise_whole(predict, img, multiple=2)
-    tiled = denoise_tiled(predict, img, tile=64, overlap=48, multiple=2, margin=12)
+    tiled = denoise_tiled(predict, img, tile=64, overlap=48, multiple=2, margin=12, fit=fit)
     assert np.abs(tiled - whole).max() < 1e-5
 
 
@@ -157,13 +159,3 @@ def test_fitted_tiles_equal_whole_image(small_conv, shape):
     denoise_tiled(lambda b: fitted.append(b.shape) or b, img, tile=64, overlap=32, batch_size=1,
                   fit=True)  # fmt: skip
     assert sum(np.prod(s) for s in fitted) < sum(np.prod(s) for s in fixed)
-
-
-def test_unet_fitted_tiles_match_whole_image():
-    keras.utils.set_random_seed(0)
-    model = build_model("unet", widths=(4, 8), blocks_per_level=1)
-    predict = _predict_fn(model)
-    img = _image(150, 203, seed=3)
-    whole = denoise_whole(predict, img, multiple=2)
-    tiled = denoise_tiled(predict, img, tile=64, overlap=48, multiple=2, margin=12, fit=True)
-    assert np.abs(tiled - whole).max() < 1e-5
