@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+import cv2
 import numpy as np
 
 from . import codecs, metrics, noise
@@ -62,8 +63,6 @@ def random_downscale(
     source resolution gives (small clean sets such as CBSD432 are 481x321 JPEGs).
     The factor never takes the short side below ``patch``.
     """
-    import cv2
-
     h, w = clean.shape[:2]
     low = max(min_scale, patch / min(h, w))
     if low >= 1.0:

@@ -70,6 +70,11 @@ def tile_positions(length: int, tile: int, stride: int) -> list[int]:
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
+def _stride(tile: int, overlap: int, multiple: int) -> int:
+    """Step between tile starts: the tile less its overlap, down to the ``multiple`` grid."""
+    return (tile - overlap) // multiple * multiple
+
+
 def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
     """The smallest tile side (on the ``multiple`` grid, at most ``tile``) that covers
     ``length`` with no more tiles than ``tile`` itself would need.
@@ -80,13 +85,12 @@ def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
     would be padded to a whole 512 px tile. ``length`` is the canvas side (already
     a multiple of ``multiple``).
     """
-    full_stride = (tile - overlap) // multiple * multiple
-    count = len(tile_positions(length, tile, full_stride))
+    count = len(tile_positions(length, tile, _stride(tile, overlap, multiple)))
     if count == 1:
         return min(tile, _ceil_to(length, multiple))
     side = _ceil_to(-(-(length + (count - 1) * overlap) // count), multiple)
     while side < tile:
-        stride = (side - overlap) // multiple * multiple
+        stride = _stride(side, overlap, multiple)
         if stride > 0 and len(tile_positions(length, side, stride)) <= count:
             return side
         side += multiple
@@ -163,8 +167,7 @@ def denoise_tiled(
         img = img[..., None]
     tile = _ceil_to(tile, multiple)
     margin = overlap // 4 if margin is None else margin
-    stride = (tile - overlap) // multiple * multiple
-    if stride <= 0:
+    if _stride(tile, overlap, multiple) <= 0:
         raise ValueError(f"overlap {overlap} leaves no stride in tile {tile} (multiple {multiple})")
     if not 0 <= 2 * margin < overlap:
         raise ValueError(f"margin {margin} must satisfy 0 <= 2*margin < overlap ({overlap})")
@@ -177,10 +180,9 @@ def denoise_tiled(
         tile_h = tile_w = tile
     canvas, (h, w) = pad_to_multiple(img, multiple, min_size=(tile_h, tile_w))
     big_h, big_w = canvas.shape[:2]
-    stride_h = (tile_h - overlap) // multiple * multiple
-    stride_w = (tile_w - overlap) // multiple * multiple
-    ys = tile_positions(big_h, tile_h, stride_h) if stride_h > 0 else [0]
-    xs = tile_positions(big_w, tile_w, stride_w) if stride_w > 0 else [0]
+    # A fitted tile may be no wider than the overlap only where it alone covers the axis.
+    ys = tile_positions(big_h, tile_h, max(1, _stride(tile_h, overlap, multiple)))
+    xs = tile_positions(big_w, tile_w, max(1, _stride(tile_w, overlap, multiple)))
     if len(ys) == len(xs) == 1:
         # One tile covers the canvas: its window is all ones, so blending is the
         # identity. Skipping it saves ~10 ms of numpy per 512x512 image, a sixth of
