@@ -18,7 +18,8 @@ Prints, all measured on this machine in this process:
 CPU time is shared on small machines, so numbers are indicative; compare ratios
 within one run, never bare MP/s across machines.
 
-    python benchmarks/bench_run.py --images 20,200 --size 256 [--model PATH]
+    python benchmarks/bench_run.py            # denoise run's defaults, 1 MP images
+    python benchmarks/bench_run.py --size 512 --tile 512 --model untrained
 """
 
 from __future__ import annotations
@@ -211,6 +212,20 @@ class PeakMemory:
 # --------------------------------------------------------------------------
 
 
+def pick_model(name: str | None, work: Path) -> str:
+    """The model to measure: a path, ``untrained``, or (None) the shipped default model."""
+    if name == "untrained":
+        return make_model(work / "model.keras")
+    if name:
+        return name
+    from denoise_core.weights import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        raise SystemExit("this build ships no default model: pass --model PATH or untrained")
+    return path
+
+
 def make_model(path: Path) -> str:
     """The default architecture, untrained (speed does not depend on the weights)."""
     from denoise_core import models
@@ -335,12 +350,23 @@ def moto_s3():
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", default="20,200", help="image counts (comma-separated)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    p.add_argument("--model", default=None, help=".keras model (default: untrained unet)")
-    p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (model and pipeline)")
+    p.add_argument(
+        "--size", type=int, default=1024, help="image side in pixels (default 1024: 1 MP)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=".keras model (default: the shipped default model, what `denoise run` uses; "
+        "'untrained' for a freshly built unet)",
+    )
+    p.add_argument("--tile", type=int, default=1024, help="tile side (default: denoise run's)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (default, as denoise run: bf16 on CPUs with native bf16), fp32 or bf16",
+    )
     p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--tile-batch", type=int, default=4)
+    p.add_argument("--tile-batch", type=int, default=1, help="tiles per model call")
     p.add_argument("--model-seconds", type=float, default=10.0, help="timing per model probe")
     p.add_argument("--no-s3", action="store_true", help="local files only")
     p.add_argument(
@@ -361,17 +387,18 @@ def main(argv: list[str] | None = None) -> int:
         import ray
         import s3fs
 
+        from denoise_core.inference import resolve_precision
         from jobs.common import init_ray
 
         work = Path(tempfile.mkdtemp(prefix="bench_run_"))
-        model = args.model or make_model(work / "model.keras")
+        model = pick_model(args.model, work)
         print(
             f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), "
             f"load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"model: {model}; tile {args.tile}, overlap {args.overlap}, "
-            f"batch {args.tile_batch}, {args.precision}"
+            f"batch {args.tile_batch}, {resolve_precision(args.precision)} ({args.precision})"
         )
         probe = ModelProbe(
             model, args.tile, args.overlap, args.tile_batch, args.size, args.precision

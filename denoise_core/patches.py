@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import codecs, metrics, noise
+from . import codecs, metrics, noise, synthetic
 
 COLOR_CLIPS = ("hard", "fit")
 
@@ -148,6 +148,7 @@ class PatchSampler:
         color_augment: bool = False,
         color_clip: str = "hard",
         scale_augment: float = 1.0,
+        dead_leaves: float = 0.0,
     ) -> None:
         if patches_per_image < 1:
             raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
@@ -164,6 +165,9 @@ class PatchSampler:
         if not 0.0 < scale_augment <= 1.0:
             raise ValueError(f"scale_augment must be in (0, 1], got {scale_augment}")
         self.scale_augment = scale_augment  # smallest downscale factor; 1.0 = off
+        if not 0.0 <= dead_leaves <= 1.0:
+            raise ValueError(f"dead_leaves must be in [0, 1], got {dead_leaves}")
+        self.dead_leaves = dead_leaves  # share of synthetic-noise samples drawn, not cropped
         self._rng = np.random.default_rng(seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
@@ -172,6 +176,10 @@ class PatchSampler:
         return np.random.default_rng(_row_seed(key, self.seed))
 
     def _one(self, noisy, clean, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if noisy is None and self.dead_leaves and rng.random() < self.dead_leaves:
+            # A generated clean patch in place of this row's crop (the row still paces
+            # the pipeline); uniform colours already, so no colour augmentation.
+            return self._add_noise(synthetic.dead_leaves(self.patch, rng), rng)
         # Half the synthetic-noise samples at a smaller scale, half at the source's own.
         if noisy is None and self.augment and self.scale_augment < 1.0 and rng.random() < 0.5:
             clean = random_downscale(clean, self.scale_augment, self.patch, rng)
@@ -185,10 +193,14 @@ class PatchSampler:
                 clean = random_color(
                     clean.astype(np.float32, copy=False), rng, clip=self.color_clip
                 )
-            spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
-            noisy = noise.synthesize(clean, spec, rng)
-        else:
-            noisy = metrics.to_float01(noisy)
+            return self._add_noise(clean, rng)
+        noisy = metrics.to_float01(noisy)
+        return noisy.astype(np.float32), clean.astype(np.float32)
+
+    def _add_noise(self, clean: np.ndarray, rng: np.random.Generator):
+        """(noisy, clean) with noise from one of the specs, drawn uniformly."""
+        spec = self.noise_specs[int(rng.integers(len(self.noise_specs)))]
+        noisy = noise.synthesize(clean, spec, rng)
         return noisy.astype(np.float32), clean.astype(np.float32)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:

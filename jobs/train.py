@@ -153,6 +153,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "[MIN, 1] before cropping (area averaging: cleaner targets, finer textures); "
         "1 (default) is off",
     )
+    p.add_argument(
+        "--dead-leaves",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the synthetic-noise samples drawn as dead-leaves images (random "
+        "shapes of every size and saturated colour, denoise_core.synthetic) instead of "
+        "cropped from the clean photos; 0 (default) is off",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the data pipeline (deterministic)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
     p.add_argument("--fail-at-step", default=None, help=argparse.SUPPRESS)  # test hook "STEP:RANK"
@@ -438,6 +447,7 @@ def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
         bool(config.get("color_augment")) and not config["no_augment"],
         config.get("color_clip", "hard"),
         config.get("scale_augment", 1.0),
+        config.get("dead_leaves", 0.0),
     )
 
     def sample(batch):
@@ -563,6 +573,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("--patches-per-image must be at least 1")
     if not 0.0 < args.scale_augment <= 1.0:
         return fail(f"--scale-augment must be in (0, 1], got {args.scale_augment}")
+    if not 0.0 <= args.dead_leaves <= 1.0:
+        return fail(f"--dead-leaves must be in [0, 1], got {args.dead_leaves}")
     ds, epoch_patches = build_train_dataset(
         datasets,
         {
@@ -574,6 +586,7 @@ def run(args: argparse.Namespace) -> int:
             "color_augment": args.color_augment,
             "color_clip": args.color_clip,
             "scale_augment": args.scale_augment,
+            "dead_leaves": args.dead_leaves,
         },
     )
     if epoch_patches < args.batch_size:
@@ -683,6 +696,7 @@ def run(args: argparse.Namespace) -> int:
             "color_augment": args.color_augment,
             "color_clip": args.color_clip if args.color_augment else None,
             "scale_augment": args.scale_augment,
+            "dead_leaves": args.dead_leaves,
             "noise": args.noise,
             "workers": args.workers,
             "init_from": args.init_from,

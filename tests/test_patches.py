@@ -7,6 +7,7 @@ import pytest
 
 from denoise_core import codecs
 from denoise_core.patches import PatchSampler, random_downscale
+from denoise_core.synthetic import dead_leaves
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -121,3 +122,48 @@ def test_scale_augment_touches_synthetic_rows_only(batch):
     assert not np.array_equal(plain["clean"][8:], scaled["clean"][8:])
     with pytest.raises(ValueError, match="scale_augment"):
         PatchSampler(16, scale_augment=0.0)
+
+
+def test_dead_leaves_images_have_edges_of_every_size_and_saturated_colours():
+    img = dead_leaves(64, np.random.default_rng(0))
+    assert img.shape == (64, 64, 3) and img.dtype == np.float32
+    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    np.testing.assert_array_equal(img, dead_leaves(64, np.random.default_rng(0)))
+    assert not np.array_equal(img, dead_leaves(64, np.random.default_rng(1)))
+    # Opaque shapes: flat insides and sharp edges, neither everywhere.
+    grad = np.abs(np.diff(img, axis=1)).max(axis=-1)
+    assert 0.1 < float((grad < 0.02).mean()) < 0.9
+    assert 0.05 < float((grad > 0.2).mean()) < 0.6
+    # Colours from the whole RGB cube: many pixels far from grey (CBSD432 has few).
+    chroma = img.max(axis=-1) - img.min(axis=-1)
+    assert float((chroma > 0.5).mean()) > 0.2
+    with pytest.raises(ValueError, match="size"):
+        dead_leaves(2, np.random.default_rng(0))
+
+
+def _is_crop_of(patch: np.ndarray, image: np.ndarray) -> bool:
+    """Whether ``patch`` is a window of ``image`` under one of the 8 flips/rotations."""
+    windows = np.lib.stride_tricks.sliding_window_view(image, patch.shape)
+    for k in range(8):
+        p = np.rot90(patch, k % 4)
+        p = p[:, ::-1] if k >= 4 else p
+        if np.abs(windows - p).max(axis=(-3, -2, -1)).min() < 1e-5:
+            return True
+    return False
+
+
+def test_dead_leaves_share_replaces_synthetic_crops_only(batch):
+    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
+    leaves = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=1.0)(batch)
+    # Paired rows are untouched: real noise needs its own clean image.
+    np.testing.assert_allclose(leaves["noisy"][:8] - leaves["clean"][:8], 20 / 255, atol=1e-6)
+    assert leaves["clean"].shape == plain["clean"].shape
+    # Clean-only rows become generated images: no patch is a crop of the row's image.
+    other = codecs.decode_image(batch["clean"][1]).astype(np.float32) / 255.0
+    assert all(_is_crop_of(p, other) for p in plain["clean"][8:])
+    assert not any(_is_crop_of(p, other) for p in leaves["clean"][8:])
+    half = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=0.5)(batch)
+    crops = sum(_is_crop_of(p, other) for p in half["clean"][8:])
+    assert 0 < crops < 8
+    with pytest.raises(ValueError, match="dead_leaves"):
+        PatchSampler(16, dead_leaves=1.5)

@@ -365,7 +365,8 @@ def test_bf16_warm_start_trains_and_validates_the_live_model_and_exports_float32
     """--init-from a float32 model with --precision bf16: the convolutions train in bf16
     (a saved model pins its layers' dtypes, so the policy must be re-applied), rank 0
     validates the model being trained (not a copy frozen at the start), and the export
-    is float32 again so inference picks its own precision. Two patches per image."""
+    is float32 again so inference picks its own precision. Two patches per image, with
+    the sample augmentations on (recorded in the card)."""
     init = str(tmp_path / "init.keras")
     models.build_model("unet", **TINY_UNET).save(init)
     run = str(tmp_path / "run")
@@ -373,6 +374,7 @@ def test_bf16_warm_start_trains_and_validates_the_live_model_and_exports_float32
         datasets["local"], run, "--init-from", init, "--precision", "bf16",
         "--patches-per-image", 2, "--batch-size", 8, "--steps", 6, "--val-every", 3,
         "--lr", 3e-3, "--schedule", "constant", "--clipnorm", 1.0,
+        "--color-augment", "--scale-augment", 0.5, "--dead-leaves", 0.5,
     )  # fmt: skip
     assert code == 0
     ckpts = checkpoints(run)
@@ -387,6 +389,7 @@ def test_bf16_warm_start_trains_and_validates_the_live_model_and_exports_float32
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert card["training"]["precision"] == "bf16" and card["training"]["clipnorm"] == 1.0
     assert card["training"]["patches_per_image"] == 2
+    assert card["training"]["scale_augment"] == 0.5 and card["training"]["dead_leaves"] == 0.5
     # Re-validating the float32 export reproduces the bf16 checkpoint's PSNR closely.
     best = card["best"]
     again = evaluate_pairs(Denoiser(model), load_val_pairs(datasets["local"], "val", 2, NOISE))
@@ -425,5 +428,6 @@ def test_bad_arguments_are_refused_before_training(datasets, tmp_path):
     assert train(datasets["local"], run, "--workers", 3, "--batch-size", 8) != 0
     assert train(datasets["exact"], run) != 0  # no val split and no --val
     assert train(datasets["local"], run, "--patches-per-image", 0) != 0
+    assert train(datasets["local"], run, "--dead-leaves", 1.5) != 0
     assert train(datasets["local"], run, "--grow") != 0  # nothing to grow from
     assert not os.path.exists(os.path.join(run, train_job.RAY_DIR, "attempt-001"))
