@@ -216,16 +216,21 @@ def match_references(keys: Iterable[str], refs: dict[str, str]) -> dict[str, str
 
 
 def _relative_inside(parent: str, child: str) -> str | None:
-    """``child``'s key under ``parent`` when ``child`` lies inside it (same filesystem)."""
-    if storage.is_remote(parent) != storage.is_remote(child):
-        return None
-    p = storage.open_fs(parent)[1].rstrip("/")
-    c = storage.open_fs(child)[1].rstrip("/")
-    if storage.is_remote(parent) and parent.split("://")[0] != child.split("://")[0]:
-        return None
-    if c == p:
-        return ""
-    return c[len(p) + 1 :] if c.startswith(p + "/") else None
+    """``child``'s key under ``parent`` when ``child`` lies inside it, links resolved."""
+    return storage.relative_location(parent, child)
+
+
+def overwritten_input(plan: Plan, output: str) -> str | None:
+    """An input or reference file that writing ``plan``'s outputs under ``output`` would
+    replace, else None. Why: a symbolic link inside INPUT or OUTPUT can make an output key
+    and an input one file, which no check of the two folders alone can see."""
+    inputs = [u for it in plan.items for u in (it.noisy, it.reference) if u]
+    places = {storage.location(u): u for u in [*inputs, *plan.parquet_files]}
+    for key in [*plan.output_keys(), *RUN_FILES]:
+        hit = places.get(storage.location(storage.join(output, *key.split("/"))))
+        if hit:
+            return hit
+    return None
 
 
 def existing_outputs(output: str) -> set[str]:

@@ -7,7 +7,8 @@ differences cannot wrap around. MSE is on the [0, 1] scale (as in the
 original notebook), PSNR uses peak ``data_range`` = 1 (the same number as
 peak 255 on 8-bit data), SSIM is scikit-image's ``structural_similarity``
 on all channels (``channel_axis=-1``) with its defaults: 7×7 uniform window,
-K1=0.01, K2=0.03, no Gaussian weighting.
+K1=0.01, K2=0.03, no Gaussian weighting (a smaller odd window on images under
+7 px a side, NaN under 3 px).
 """
 
 from __future__ import annotations
@@ -63,13 +64,22 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Mean SSIM (scikit-image, 7×7 window) over all channels of HxWxC, or of an HxW image."""
+    """Mean SSIM (scikit-image, 7×7 window) over all channels of HxWxC, or of an HxW image.
+
+    Images under 7 px on a side get the largest odd window that fits (scikit-image
+    refuses a window larger than the image); under 3 px SSIM is undefined: NaN.
+    """
     a, b = _pair(a, b)
-    if a.ndim == 3:
-        return float(structural_similarity(a, b, data_range=data_range, channel_axis=-1))
-    if a.ndim == 2:
-        return float(structural_similarity(a, b, data_range=data_range))
-    raise ValueError(f"expected HxW or HxWxC images, got shape {a.shape}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected HxW or HxWxC images, got shape {a.shape}")
+    side = min(a.shape[:2])
+    if side < 3:
+        return math.nan
+    win = min(7, side if side % 2 else side - 1)
+    channel_axis = -1 if a.ndim == 3 else None
+    return float(
+        structural_similarity(a, b, data_range=data_range, channel_axis=channel_axis, win_size=win)
+    )
 
 
 def image_metrics(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:

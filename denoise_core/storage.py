@@ -32,6 +32,82 @@ def absolute(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+def _location_forms(uri: str) -> tuple[str, list[str]]:
+    """(filesystem, the paths ``uri`` may really name) for comparing places.
+
+    Local paths are resolved (``~``, ``..``, symbolic links). A zip member is the
+    archive's place. Remote paths are ``bucket/key`` with empty and ``.`` segments
+    dropped, once literally and once with ``..`` applied: S3 keeps ``..`` as
+    characters, but some clients collapse it, so both count.
+    """
+    if "::" in uri:  # zip://member::archive: the archive is what lives somewhere
+        uri = uri.rsplit("::", 1)[1]
+    uri = uri.removeprefix("file://")
+    if "://" not in uri:
+        return "local", [os.path.realpath(os.path.expanduser(uri))]
+    scheme, rest = uri.split("://", 1)
+    literal = "/".join(p for p in rest.split("/") if p not in ("", "."))
+    return scheme, list(dict.fromkeys([literal, posixpath.normpath("/" + literal).lstrip("/")]))
+
+
+def location(uri: str) -> tuple[str, str]:
+    """Where ``uri`` really is: ("local", its resolved path) or (scheme, "bucket/key")."""
+    fs, forms = _location_forms(uri)
+    return fs, forms[0]
+
+
+def _local_key(parent: str, child: str) -> str | None:
+    """``child`` relative to ``parent`` (both resolved): by name, or by file identity for
+    bind mounts and case-insensitive disks; None when it is not inside."""
+    try:
+        target = os.stat(parent)
+    except OSError:
+        target = None
+    node = child
+    while True:
+        same = node == parent
+        if not same and target is not None:
+            try:
+                same = os.path.samestat(os.stat(node), target)
+            except OSError:
+                pass
+        if same:
+            rel = os.path.relpath(child, node)
+            return "" if rel == "." else rel.replace(os.sep, "/")
+        up = os.path.dirname(node)
+        if up == node:
+            return None
+        node = up
+
+
+def relative_location(parent: str, child: str) -> str | None:
+    """Key of ``child`` under ``parent`` once both are resolved ("" for the same place),
+    None when ``child`` is not inside ``parent``. Why: path strings lie (symbolic links,
+    ``..``, trailing or doubled slashes), and a wrong answer deletes or overwrites data."""
+    p_fs, p_forms = _location_forms(parent)
+    c_fs, c_forms = _location_forms(child)
+    if p_fs != c_fs:
+        return None
+    if p_fs == "local":
+        return _local_key(p_forms[0], c_forms[0])
+    for p in p_forms:
+        for c in c_forms:
+            if c == p:
+                return ""
+            if c.startswith(p + "/"):
+                return c[len(p) + 1 :]
+    return None
+
+
+def path_relation(a: str, b: str) -> str | None:
+    """How place ``a`` relates to ``b``: "same", "inside" (``a`` lies in ``b``),
+    "contains" (``b`` lies in ``a``) or None (separate)."""
+    key = relative_location(b, a)
+    if key is not None:
+        return "same" if key == "" else "inside"
+    return "contains" if relative_location(a, b) is not None else None
+
+
 def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem behind ``uri`` and the path inside it."""
     fs, path = url_to_fs(uri)

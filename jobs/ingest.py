@@ -9,7 +9,10 @@ The manifest is written last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -89,14 +92,50 @@ def _ingest_unit(row: dict[str, Any], *, root: str, crop: dict, file_bytes: int,
     return {"unit_id": row["unit_id"], "result": json.dumps(result.to_dict())}
 
 
+# What ingest writes under DST, and so all --overwrite may delete: the manifest and the
+# error table (or their temporaries from an interrupted write) and <split>/part-*.parquet.
+_OWNED_RE = re.compile(
+    rf"(?:{re.escape(manifest.MANIFEST_NAME)}|{re.escape(manifest.ERRORS_NAME)})"
+    r"(?:\.tmp-[0-9a-f]{32})?|[^/]+/part-\d+-\d+\.parquet"
+)
+
+
+def _check_places(src: str, dst: str) -> str | None:
+    """Why DST may not be used with SRC (resolved, so links and ``..`` cannot hide it), or
+    None. DST is emptied and filled by ingest, so it must be apart from the source."""
+    relation = storage.path_relation(dst, src)
+    if relation is None:
+        return None
+    where = {"same": "is SRC itself", "contains": "contains SRC", "inside": "lies inside SRC"}
+    return f"DST {dst} {where[relation]} ({src}); choose a DST outside SRC (nothing was changed)"
+
+
 def _prepare_destination(dst: str, overwrite: bool) -> None:
+    """Make DST ready; with --overwrite delete an earlier ingest's files there, and refuse
+    (deleting nothing) when DST holds anything else: it may be the user's."""
+    fs, path = storage.open_fs(dst)
+    if fs.exists(path) and not fs.isdir(path):
+        raise FileExistsError(f"DST {dst} is a file, not a folder")
     if storage.is_nonempty_dir(dst):
         if not overwrite:
             raise FileExistsError(f"{dst} is not empty; pass --overwrite to replace it")
+        fs.invalidate_cache()  # Ray workers may have written there: list it afresh
+        found = {storage.relative_key(dst, p): p for p in sorted(fs.find(path))}
+        foreign = [key for key in found if not _OWNED_RE.fullmatch(key)]
+        if foreign:
+            raise FileExistsError(
+                f"DST {dst} holds files ingest did not write (e.g. {foreign[0]}); "
+                "--overwrite only replaces an earlier ingest: move them or choose another DST"
+            )
         # The manifest goes first: an interrupted overwrite leaves no finished-looking set.
-        if storage.exists(manifest.manifest_uri(dst)):
-            storage.remove_tree(manifest.manifest_uri(dst))
-        storage.remove_tree(dst)
+        if manifest.MANIFEST_NAME in found:
+            fs.rm(found.pop(manifest.MANIFEST_NAME))
+        if found:
+            fs.rm(list(found.values()))
+        if not storage.is_remote_fs(fs):  # split folders left empty
+            for folder in {key.split("/")[0] for key in found if "/" in key}:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(path, folder))
     storage.makedirs(dst)
 
 
@@ -118,6 +157,9 @@ def _memory_per_task(items: list[Item]) -> int:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     args.src, args.dst = storage.absolute(args.src), storage.absolute(args.dst)
+    problem = _check_places(args.src, args.dst)
+    if problem:
+        return fail(problem)
     if args.patch is not None and args.patch <= 0:
         return fail("--patch must be positive")
     if args.stride is not None and args.patch is None:
@@ -178,25 +220,26 @@ def run(args: argparse.Namespace) -> int:
     total_bytes = sum(s["bytes"] for s in splits.values())
     seconds = time.time() - start
     scenes = {split: sorted({it.scene for it in items if it.split == split}) for split in splits}
-    manifest.write_manifest(
-        args.dst,
-        {
-            "layout": layout,
-            "source": args.src,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "patch": args.patch,
-            "stride": args.stride or args.patch,
-            "val_fraction": args.val_fraction,
-            "seed": args.seed,
-            "paired": layout != "clean",
-            "items": n_items,
-            "rows": n_rows,
-            "bytes": total_bytes,
-            "errors": len(errors),
-            "seconds": round(seconds, 2),
-            "splits": {k: {**v, "scenes": len(scenes.get(k, []))} for k, v in splits.items()},
-        },
-    )
+    if n_rows:  # an empty data set gets no manifest: it must never look finished
+        manifest.write_manifest(
+            args.dst,
+            {
+                "layout": layout,
+                "source": args.src,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "patch": args.patch,
+                "stride": args.stride or args.patch,
+                "val_fraction": args.val_fraction,
+                "seed": args.seed,
+                "paired": layout != "clean",
+                "items": n_items,
+                "rows": n_rows,
+                "bytes": total_bytes,
+                "errors": len(errors),
+                "seconds": round(seconds, 2),
+                "splits": {k: {**v, "scenes": len(scenes.get(k, []))} for k, v in splits.items()},
+            },
+        )
     split_text = ", ".join(f"{k} {v['rows']}" for k, v in sorted(splits.items()))
     print(
         f"ingest: {n_items} {'pairs' if layout != 'clean' else 'images'} -> {n_rows} rows "
@@ -208,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     if len(errors) > 10:
         print(f"  … {len(errors) - 10} more in {storage.join(args.dst, manifest.ERRORS_NAME)}")
     if n_rows == 0:
-        return fail("nothing was ingested", 1)
+        return fail(f"nothing was ingested (no {manifest.MANIFEST_NAME} written)", 1)
     if args.strict and errors:
         return fail(f"{len(errors)} inputs rejected (--strict)", 1)
     return 0

@@ -193,8 +193,19 @@ def check_model_file(uri: str) -> None:
                 raise ValueError(f"{uri} is a zip without config.json, not a .keras model")
 
 
-def _same_location(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
+def _check_places(args: argparse.Namespace) -> str | None:
+    """Why OUTPUT may not be used, or None. Places are compared resolved (symbolic links,
+    ``..``, S3 prefixes): OUTPUT equal to INPUT or the reference, or holding either, would
+    put outputs over the user's photos. OUTPUT inside INPUT is fine: listing leaves it out."""
+    for name, place in (("INPUT", args.input), ("--reference", args.reference)):
+        relation = storage.path_relation(args.output, place) if place else None
+        if relation in ("same", "contains"):
+            what = "is" if relation == "same" else "contains"
+            return (
+                f"OUTPUT must differ from {name} and not contain it (inputs are never "
+                f"overwritten): {args.output} {what} {place}"
+            )
+    return None
 
 
 def _default_concurrency(gpus: float) -> int:
@@ -287,8 +298,9 @@ def run(args: argparse.Namespace) -> int:
     args.input, args.output = storage.absolute(args.input), storage.absolute(args.output)
     if args.reference:
         args.reference = storage.absolute(args.reference)
-    if _same_location(args.input, args.output):
-        return fail("OUTPUT must differ from INPUT (inputs are never overwritten)")
+    message = _check_places(args)
+    if message:
+        return fail(message)
     if args.model is None:
         args.model = default_model()
         if args.model is None:
@@ -317,6 +329,11 @@ def run(args: argparse.Namespace) -> int:
     if len(set(out_keys)) != len(out_keys):
         dupes = sorted({k for k in out_keys if out_keys.count(k) > 1})[:3]
         return fail(f"several inputs map to the same output key (e.g. {dupes}); drop --format")
+    clash = bulk.overwritten_input(plan, args.output)
+    if clash:
+        return fail(
+            f"an output under {args.output} would replace the input {clash}; choose another OUTPUT"
+        )
     existing = sorted(set(out_keys) & plan.existing) if not args.overwrite else []
     removed = bulk.remove_partial_writes(args.output)
     ref_text = _reference_source(plan, args.reference)

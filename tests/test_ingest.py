@@ -381,9 +381,29 @@ def test_nothing_ingested_is_an_error(tmp_path):
     errors = read_errors(str(tmp_path / "dst"))
     assert set(errors) == {"a.png", "b.png"}
     assert all("not a decodable image" in r for r in errors.values())
+    assert not (tmp_path / "dst" / manifest.MANIFEST_NAME).exists()
 
     (tmp_path / "empty").mkdir()
     assert ingest(tmp_path / "empty", tmp_path / "dst2") != 0
+    assert not (tmp_path / "dst2" / manifest.MANIFEST_NAME).exists()
+
+
+def test_mat_with_wrong_keys_leaves_no_finished_dataset(tmp_path, capsys):
+    """Nothing ingested: no _manifest.json may mark the empty set finished (issue 17.7)."""
+    from scipy.io import savemat
+
+    src = tmp_path / "src"
+    noisy, gt = fx.make_sidd_mat(src)
+    savemat(src / "ValidationNoisyBlocksSrgb.mat", {"noisy": noisy})  # wrong array names
+    savemat(src / "ValidationGtBlocksSrgb.mat", {"gt": gt})
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    assert ingest(src, tmp_path / "dst") == 1
+    assert "nothing was ingested" in capsys.readouterr().err
+    assert not (tmp_path / "dst" / manifest.MANIFEST_NAME).exists()
+    with pytest.raises(manifest.DatasetNotReadyError):
+        manifest.read_manifest(str(tmp_path / "dst"))
+    assert any("has no array named" in r for r in read_errors(str(tmp_path / "dst")).values())
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
 
 def test_image_smaller_than_patch_is_an_error(tmp_path):
@@ -423,7 +443,8 @@ def test_nonempty_dst_refused_unless_overwrite(storage_root, tmp_path):
     assert ingest(tmp_path / "src", dst, *PATCH_ARGS) != 0
     assert snapshot(dst) == before  # existing data untouched
 
-    storage.write_bytes_atomic(storage.join(dst, "train", "stray.parquet"), b"junk")
+    # A shard of an earlier, interrupted ingest (not in its manifest): ingest's own, removed.
+    storage.write_bytes_atomic(storage.join(dst, "train", "part-99999-000.parquet"), b"junk")
     assert ingest(tmp_path / "src", dst, *PATCH_ARGS, "--overwrite") == 0
     info, table = read_dataset(dst)  # also: no stray or old shard left behind
     assert info["patch"] == fx.PATCH

@@ -70,3 +70,23 @@ def test_image_metrics_keys():
     m = image_metrics(b, a)
     assert set(m) == {"mse", "psnr", "ssim"}
     assert m["psnr"] == pytest.approx(10 * math.log10(1 / m["mse"]))
+
+
+@pytest.mark.parametrize(
+    "shape, win", [((3, 7, 3), 3), ((4, 9), 3), ((6, 5, 3), 5), ((8, 8, 3), 7)]
+)
+def test_ssim_window_fits_small_images(shape, win):
+    """scikit-image refuses a 7×7 window on smaller images: the largest odd one that fits."""
+    a, b = _pair(shape)
+    axis = -1 if len(shape) == 3 else None
+    expected = structural_similarity(
+        a.astype(np.float64), b.astype(np.float64), data_range=1, channel_axis=axis, win_size=win
+    )
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ssim_is_nan_under_three_pixels():
+    a, b = _pair((2, 9, 3))
+    assert math.isnan(ssim(a, b))
+    m = image_metrics(b, a)
+    assert math.isnan(m["ssim"]) and math.isfinite(m["psnr"]) and m["mse"] > 0

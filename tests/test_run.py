@@ -350,6 +350,29 @@ def test_metrics_equal_scikit_image(mixed, tmp_path):
             assert got_in == pytest.approx(want_in[name], rel=1e-9, abs=1e-12), key
 
 
+def test_tiny_images_are_written_once_and_scored_not_errors(tmp_path):
+    """A 3×7 image with a reference: written, SSIM with a 3×3 window, not an error; under
+    3 px: written, SSIM empty (NaN) (issue 17.7)."""
+    src, ref, out = tmp_path / "in", tmp_path / "ref", tmp_path / "out"
+    for name, (h, w) in {"tiny.png": (3, 7), "sliver.png": (2, 5)}.items():
+        clean = smooth(h, w, seed=h)
+        write(ref / name, clean)
+        write(src / name, noisy_of(clean))
+    before = {p.name: p.read_bytes() for p in [*src.iterdir(), *ref.iterdir()]}
+    results = process(src, out, ref)
+    assert {k: r["error"] for k, r in results.items()} == {"tiny.png": "", "sliver.png": ""}
+    tiny = read(out / "tiny.png")
+    want = structural_similarity(
+        f01(read(ref / "tiny.png")), f01(tiny), data_range=1.0, channel_axis=-1, win_size=3
+    )
+    assert results["tiny.png"]["ssim"] == pytest.approx(want, rel=1e-9)
+    assert np.isnan(results["sliver.png"]["ssim"]) and np.isfinite(results["sliver.png"]["psnr"])
+    assert read(out / "sliver.png").shape == (2, 5, 3)
+    records = bulk.metrics_records(results.values())
+    assert sorted(r["key"] for r in records) == ["sliver.png", "tiny.png"]
+    assert {p.name: p.read_bytes() for p in [*src.iterdir(), *ref.iterdir()]} == before
+
+
 def test_resume_skips_existing_outputs_and_overwrite_redoes_them(mixed, tmp_path):
     src, ref = mixed
     out = tmp_path / "out"
