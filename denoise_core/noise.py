@@ -12,6 +12,13 @@ Specs (see :func:`parse_noise_spec`)::
     camera               Poisson-Gaussian noise in linear light, sRGB out
     camera:jpeg          ... then a JPEG round-trip, quality in [60, 95]
     camera:jpeg=70-90    ... with that quality range
+    isp                  a phone's camera pipeline run backwards and forwards with raw
+                         noise: correlated, colour-mixed, signal-dependent
+                         (denoise_core.isp, after Brooks et al. 2019)
+    isp:jpeg[=LO-HI]     ... then a JPEG round-trip
+    mix                  random degradations in random order (after Zhang et al.'s
+                         SCUNet data synthesis): colour-correlated Gaussian,
+                         spatially correlated Gaussian, Poisson, JPEG
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from . import isp
+
 __all__ = [
     "CameraParams",
     "NoiseSpec",
@@ -30,6 +39,9 @@ __all__ = [
     "add_poisson_gaussian",
     "apply_noise",
     "jpeg_roundtrip",
+    "add_isp_noise",
+    "add_mixed_noise",
+    "sample_mixed_params",
     "linear_to_srgb",
     "parse_noise_spec",
     "sample_camera_params",
@@ -189,7 +201,7 @@ def add_camera_noise(
 class NoiseSpec:
     """A parsed noise spec; see the module docstring for the text form."""
 
-    kind: str  # "gaussian" or "camera"
+    kind: str  # "gaussian", "camera", "isp" or "mix"
     sigmas: tuple[float, ...] = ()  # gaussian: pick one of these ...
     sigma_range: tuple[float, float] | None = None  # ... or uniform in this range
     jpeg: bool = False
@@ -225,9 +237,13 @@ def parse_noise_spec(text: str | NoiseSpec) -> NoiseSpec:
             if any(s < 0 for s in sigmas):
                 raise ValueError("negative sigma")
             return NoiseSpec("gaussian", sigmas=sigmas, text=spec)
-        if kind == "camera":
+        if kind == "mix":
+            if arg:
+                raise ValueError("mix takes no options")
+            return NoiseSpec("mix", text=spec)
+        if kind in ("camera", "isp"):
             if not arg:
-                return NoiseSpec("camera", text=spec)
+                return NoiseSpec(kind, text=spec)
             name, _, qrange = arg.partition("=")
             if name.strip().lower() != "jpeg":
                 raise ValueError(f"unknown camera option {name!r}")
@@ -237,15 +253,15 @@ def parse_noise_spec(text: str | NoiseSpec) -> NoiseSpec:
                 jr = (int(lo), int(hi))
                 if not 1 <= jr[0] <= jr[1] <= 100:
                     raise ValueError("JPEG quality must be in 1..100")
-            return NoiseSpec("camera", jpeg=True, jpeg_range=jr, text=spec)
+            return NoiseSpec(kind, jpeg=True, jpeg_range=jr, text=spec)
     except ValueError as exc:
         raise ValueError(f"bad noise spec {text!r}: {exc}. {_FORMS}") from None
     raise ValueError(f"bad noise spec {text!r}: unknown kind {kind!r}. {_FORMS}")
 
 
 _FORMS = (
-    "Use gaussian:SIGMA[,SIGMA...], gaussian:LO-HI, camera, camera:jpeg or camera:jpeg=LO-HI "
-    "(sigma in 0-255 units)."
+    "Use gaussian:SIGMA[,SIGMA...], gaussian:LO-HI, camera, camera:jpeg, camera:jpeg=LO-HI, "
+    "isp, isp:jpeg, isp:jpeg=LO-HI or mix (sigma in 0-255 units)."
 )
 
 
@@ -258,6 +274,11 @@ def sample_noise_params(spec: str | NoiseSpec, rng: np.random.Generator) -> dict
         else:
             sigma = float(spec.sigmas[int(rng.integers(len(spec.sigmas)))])
         return {"kind": "gaussian", "sigma": sigma}
+    if spec.kind == "isp":
+        jpeg_range = spec.jpeg_range if spec.jpeg else None
+        return {"kind": "isp", "params": isp.sample_isp_params(rng, jpeg_range)}
+    if spec.kind == "mix":
+        return {"kind": "mix", "steps": sample_mixed_params(rng)}
     params = sample_camera_params(rng, jpeg=spec.jpeg, jpeg_range=spec.jpeg_range)
     return {"kind": "camera", **params.__dict__}
 
@@ -266,6 +287,10 @@ def apply_noise(clean: np.ndarray, params: dict, rng: np.random.Generator) -> np
     """Applies parameters from :func:`sample_noise_params` to one image."""
     if params["kind"] == "gaussian":
         return add_gaussian(clean, params["sigma"], rng)
+    if params["kind"] == "isp":
+        return add_isp_noise(clean, params["params"], rng)
+    if params["kind"] == "mix":
+        return add_mixed_noise(clean, params["steps"], rng)
     return add_camera_noise(
         clean,
         rng,
@@ -279,3 +304,109 @@ def apply_noise(clean: np.ndarray, params: dict, rng: np.random.Generator) -> np
 def synthesize(clean: np.ndarray, spec: str | NoiseSpec, rng: np.random.Generator) -> np.ndarray:
     """Returns a float32 noisy version of ``clean`` with parameters drawn per call from ``spec``."""
     return apply_noise(clean, sample_noise_params(spec, rng), rng)
+
+
+# --------------------------------------------------------------------------
+# Camera pipeline and mixed degradations
+# --------------------------------------------------------------------------
+
+
+def add_isp_noise(clean: np.ndarray, params: isp.IspParams, rng: np.random.Generator):
+    """Phone-pipeline noise (:mod:`denoise_core.isp`) on an RGB image, clipped to [0, 1].
+
+    Grey (one-channel) images get the noise of their grey replicated to RGB, then
+    averaged back, as a monochrome rendering of a colour sensor would.
+    """
+    img = np.asarray(clean, dtype=np.float32)
+    grey = img.ndim == 2 or img.shape[-1] == 1
+    rgb = np.repeat(img.reshape(img.shape[:2] + (1,)), 3, axis=-1) if grey else img
+    out = np.clip(rgb + isp.isp_noise(rgb, params, rng), 0.0, 1.0)
+    if params.jpeg_quality is not None:
+        out = jpeg_roundtrip(out, params.jpeg_quality)
+    if grey:
+        out = out.mean(axis=-1).reshape(img.shape)
+    return out.astype(np.float32)
+
+
+# Ranges of the mixed degradations (after Zhang et al. 2023, SCUNet's data synthesis;
+# sigmas on the 0-255 scale).
+MIX_STEPS = ("color_gaussian", "correlated_gaussian", "poisson", "jpeg")
+MIX_PROBABILITY = 0.6  # each step is applied with this probability (at least one is)
+MIX_SIGMA_RANGE = (1.0, 30.0)
+MIX_CORRELATION_SCALE = (1.5, 3.0)  # noise drawn this much coarser, then resized up
+MIX_POISSON_LOG10_PHOTONS = (2.0, 4.0)  # photons at white: 10**U(2, 4)
+MIX_JPEG_RANGE = (30, 95)
+
+
+def sample_mixed_params(rng: np.random.Generator) -> list[dict]:
+    """A random subset (at least one) of :data:`MIX_STEPS` in random order, with parameters.
+
+    - ``color_gaussian``: Gaussian noise with a random 3x3 channel covariance
+      ``sigma^2 U^T D U`` (U a random rotation, D uniform in [0, 1]: from independent
+      channels to fully shared grey noise);
+    - ``correlated_gaussian``: Gaussian noise drawn on a grid 1.5-3x coarser and
+      resized up (bicubic): blotchy, spatially correlated;
+    - ``poisson``: shot noise with 10^U(2, 4) photons at white, on the grey
+      (luminance) value half of the time;
+    - ``jpeg``: a JPEG round-trip at quality U(30, 95), always last when drawn.
+    """
+    chosen = [name for name in MIX_STEPS if rng.random() < MIX_PROBABILITY]
+    if not chosen:
+        chosen = [MIX_STEPS[int(rng.integers(len(MIX_STEPS)))]]
+    body = [n for n in chosen if n != "jpeg"]
+    order = [body[i] for i in rng.permutation(len(body))] + (["jpeg"] if "jpeg" in chosen else [])
+    steps = []
+    for name in order:
+        if name == "color_gaussian":
+            rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+            cov = rotation.T @ np.diag(rng.uniform(0.0, 1.0, 3)) @ rotation
+            cov /= max(np.trace(cov) / 3, 1e-6)  # mean channel variance 1
+            sigma = float(rng.uniform(*MIX_SIGMA_RANGE))
+            steps.append({"step": name, "sigma": sigma, "cov": cov.tolist()})
+        elif name == "correlated_gaussian":
+            sigma = float(rng.uniform(*MIX_SIGMA_RANGE))
+            scale = float(rng.uniform(*MIX_CORRELATION_SCALE))
+            steps.append({"step": name, "sigma": sigma, "scale": scale})
+        elif name == "poisson":
+            photons = 10 ** float(rng.uniform(*MIX_POISSON_LOG10_PHOTONS))
+            steps.append({"step": name, "photons": photons, "grey": bool(rng.random() < 0.5)})
+        else:
+            quality = int(rng.integers(MIX_JPEG_RANGE[0], MIX_JPEG_RANGE[1] + 1))
+            steps.append({"step": name, "quality": quality})
+    return steps
+
+
+def _mixed_step(img: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    channels = img.shape[-1]
+    if step["step"] == "color_gaussian":
+        cov = np.asarray(step["cov"])[:channels, :channels]
+        chol = np.linalg.cholesky(cov + 1e-6 * np.eye(channels))
+        white = rng.standard_normal(img.shape, dtype=np.float32)
+        return img + (white @ chol.T.astype(np.float32)) * np.float32(step["sigma"] / 255.0)
+    if step["step"] == "correlated_gaussian":
+        h, w = img.shape[:2]
+        small = (max(1, round(w / step["scale"])), max(1, round(h / step["scale"])))
+        coarse = rng.standard_normal((small[1], small[0], channels), dtype=np.float32)
+        up = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(img.shape)
+        up /= max(float(up.std()), 1e-6)
+        return img + up * np.float32(step["sigma"] / 255.0)
+    if step["step"] == "poisson":
+        x = np.clip(img, 0.0, 1.0)
+        photons = step["photons"]
+        if step["grey"]:
+            grey = x.mean(axis=-1, keepdims=True)
+            return img + (rng.poisson(grey * photons) / photons - grey).astype(np.float32)
+        return (rng.poisson(x * photons) / photons).astype(np.float32)
+    return jpeg_roundtrip(np.clip(img, 0.0, 1.0), step["quality"])
+
+
+def add_mixed_noise(clean: np.ndarray, steps: list[dict], rng: np.random.Generator):
+    """Applies :func:`sample_mixed_params`'s steps in order; the result is clipped to [0, 1]."""
+    img = np.asarray(clean, dtype=np.float32)
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[..., None]
+    for step in steps:
+        img = _mixed_step(img, step, rng)
+    out = np.clip(img, 0.0, 1.0).astype(np.float32)
+    return out[..., 0] if squeeze else out

@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("jobs.train", "fit a denoiser with Ray Train from ingested shards"),
     "run": ("jobs.run", "denoise a folder, bucket or data set; metrics and report"),
     "benchmark": ("jobs.benchmark", "our models vs noisy input, OpenCV NLM and CBM3D, one run"),
+    "noise-stats": ("jobs.noise_stats", "real noise vs each synthetic mode: levels, correlations"),
     "demo": ("jobs.demo", "the whole pipeline on photos bundled with scikit-image"),
     "promote": ("jobs.promote", "ship a run's model as the packaged default, with lineage"),
     "models": ("jobs.models", "list the architectures with parameters and FLOPs per megapixel"),
