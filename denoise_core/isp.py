@@ -5,10 +5,10 @@ noise on the raw Bayer mosaic, and the phone's pipeline then demosaics it (spati
 correlation over 2-3 px), amplifies red and blue by the white-balance gains, mixes
 the channels through a colour-correction matrix (chroma blotches), lifts the
 shadows with gamma and a tone curve (noise strongest relative to the signal in
-the dark), often smooths or sharpens it, and may JPEG it. Brooks et al. 2019 ("Unprocessing Images for
-Learned Raw Denoising", CVPR) invert each of those steps to turn an sRGB photo
-into plausible raw data; this module does that, adds the noise in raw, and runs
-the pipeline forward again.
+the dark), often smooths or sharpens it, and may JPEG it. Brooks et al. 2019
+("Unprocessing Images for Learned Raw Denoising", CVPR) invert each of those
+steps to turn an sRGB photo into plausible raw data; this module does that, adds
+the noise in raw, and runs the pipeline forward again.
 
 The noise is rendered as ``process(raw + n) - process(raw)`` and added to the
 clean sRGB image: whatever the inverse pipeline cannot undo exactly (clipped

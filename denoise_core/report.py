@@ -270,3 +270,40 @@ def render_html(
             parts.append(f"<p class='note'>… {len(errors) - max_errors} more in errors.parquet</p>")
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
+
+
+def benchmark_crops_figure(
+    keys: Sequence[str],
+    columns: Sequence[tuple[str, Sequence[np.ndarray], Sequence[float]]],
+    clean: Sequence[np.ndarray],
+) -> bytes | None:
+    """One row per image of a real-noise set: each method's crop (PSNR in the title),
+    then the ground truth; the same centre crop in every column."""
+    if not keys:
+        return None
+    plt = _plt()
+    cols = len(columns) + 1
+    fig, axes = plt.subplots(len(keys), cols, figsize=(2.4 * cols, 2.6 * len(keys)), squeeze=False)
+    for i, row_axes in enumerate(axes):
+        full = (slice(None), slice(None))
+        for ax, (name, crops, psnrs) in zip(row_axes, columns):
+            _show(ax, crops[i], full, f"{name} {psnrs[i]:.2f}")
+        _show(row_axes[-1], clean[i], full, "ground truth")
+        row_axes[0].set_ylabel(_short(keys[i], 24), fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def benchmark_html(title: str, table_markdown: str, figures: Sequence[tuple[str, bytes]]) -> str:
+    """``denoise benchmark``'s report: the tables as text and each real set's crops."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<pre>{html.escape(table_markdown)}</pre>",
+    ]
+    for name, png in figures:
+        parts.append(f"<h2>{html.escape(name)}: centre crops, PSNR in dB</h2>")
+        parts.append(_img_tag(png, f"{name} crops"))
+    parts.append("</body></html>")
+    return "\n".join(parts)

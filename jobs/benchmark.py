@@ -15,7 +15,9 @@ import platform
 import time
 
 from denoise_core import storage
-from jobs.common import job_main
+from jobs.common import fail, job_main
+
+METHODS = ("noisy", "nlm", "nlm-best", "cbm3d", "models")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,12 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--methods",
-        default="noisy,nlm,cbm3d,models",
-        help="comma-separated subset of noisy,nlm,cbm3d,models",
+        default="noisy,nlm,nlm-best,cbm3d,models",
+        help="comma-separated subset of noisy,nlm,nlm-best,cbm3d,models (nlm-best: NLM at "
+        "the one strength best for the whole set, chosen with the ground truth; an oracle, "
+        "on real-noise sets only) (default %(default)s)",
     )
     p.add_argument("--limit", type=int, default=None, help="at most N images per set")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="write RESULT.md and RESULT.json here")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="write RESULT.md, RESULT.json and RESULT.html (real-noise sets' crops) here",
+    )
 
 
 def _gaussian_specs(text: str) -> list[str]:
@@ -72,12 +80,19 @@ def _gaussian_specs(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from denoise_core import benchmark
 
-    wanted = {m.strip() for m in args.methods.split(",")}
+    wanted = {m.strip() for m in args.methods.split(",") if m.strip()}
+    unknown = wanted - set(METHODS)
+    if unknown:
+        return fail(
+            f"unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}"
+        )
     methods: dict = {}
     if "noisy" in wanted:
         methods["noisy"] = None
     if "nlm" in wanted:
         methods["nlm"] = benchmark.nlm_method()
+    if "nlm-best" in wanted:
+        methods["nlm-best"] = benchmark.BestStrengthNLM()
     if "cbm3d" in wanted:
         methods["cbm3d"] = benchmark.cbm3d_method()
     if "models" in wanted:
@@ -119,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
     def progress(res):
         row = res.row()
         mps = f"{row['mp_per_s']:.3f} MP/s" if row["mp_per_s"] else ""
-        print(f"  {row['set']:<28} {row['method']:<12} {row['psnr']:.2f} dB  {mps}", flush=True)
+        note = f"  ({res.note})" if res.note else ""
+        print(
+            f"  {row['set']:<28} {row['method']:<12} {row['psnr']:.2f} dB  {mps}{note}", flush=True
+        )
 
     results = benchmark.run_benchmark(sets, methods, progress)
     table = benchmark.markdown_table(results)
@@ -135,8 +153,26 @@ def run(args: argparse.Namespace) -> int:
         }
         storage.write_bytes_atomic(args.output + ".json", json.dumps(payload, indent=2).encode())
         storage.write_bytes_atomic(args.output + ".md", (table + "\n").encode())
-        print(f"\nwritten: {args.output}.md, {args.output}.json")
+        html_text = _report(results, sets, table)
+        storage.write_bytes_atomic(args.output + ".html", html_text.encode())
+        print(f"\nwritten: {args.output}.md, {args.output}.json, {args.output}.html")
     return 0
+
+
+def _report(results, sets, table: str) -> str:
+    """HTML with the tables and, per real-noise set, every method's crops beside the truth."""
+    from denoise_core import benchmark, report
+
+    figures = []
+    for bench_set in sets:
+        rows = [r for r in results if r.bench_set == bench_set.name and r.crops]
+        if not rows:
+            continue
+        clean = [c[benchmark.report_crop(c.shape)] for _, _, c, _ in bench_set.images]
+        columns = [(r.method, r.crops, r.psnr) for r in rows]
+        keys = [key for key, *_ in bench_set.images]
+        figures.append((bench_set.name, report.benchmark_crops_figure(keys, columns, clean)))
+    return report.benchmark_html("denoise benchmark", table, figures)
 
 
 def main(argv: list[str] | None = None) -> int:
