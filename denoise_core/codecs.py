@@ -2,13 +2,22 @@
 
 Arrays in this project are RGB (or grey / RGBA), HxWxC, uint8 or uint16, exactly
 as stored: no resizing, no depth conversion. OpenCV decodes (fast, 16-bit aware)
-and encodes; fpng writes 8-bit RGB(A) PNGs; Pillow only reads the EXIF
-orientation tag, which OpenCV's unchanged mode ignores.
+and encodes; fpng writes 8-bit RGB(A) PNGs; Pillow only reads headers (the size,
+before anything is decoded) and the EXIF orientation tag, which OpenCV's
+unchanged mode ignores.
+
+Decoding is where memory starts to grow with the image: a 30000x30000 PNG of one
+colour is 2.7 MB on disk and 2.7 GB decoded, and `denoise run` holds about 25 times
+the decoded size at its peak (float copies for the model, the output).
+:func:`decode_image` therefore reads the header first and refuses images above
+``max_megapixels`` (:data:`DEFAULT_MAX_MEGAPIXELS`) without decoding them
+(:class:`ImageTooLargeError`).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import cv2
 import fpng
@@ -19,9 +28,113 @@ _JPEG_EOI = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
 
+# Largest image decode_image accepts by default, in megapixels (width x height / 1e6).
+# Why 100: medium-format photos (100 MP) pass, and one `denoise run` actor peaks at
+# about 75 bytes per pixel of an 8-bit RGB photo (decoded, float copies for the model,
+# the tiled output, rounding, metrics; measured +1.8 GB for 25 MP), so 100 MP needs
+# about 8 GB per actor. Larger images are refused from their header before they cost
+# any memory; --max-megapixels raises the limit.
+DEFAULT_MAX_MEGAPIXELS = 100.0
+
+_ONE_CHANNEL_MODES = ("1", "L", "I", "F")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
 
 class ImageDecodeError(ValueError):
     """An input that is not a usable image; the message is the reason users see."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding its pixels."""
+
+    width: int
+    height: int
+    channels: int  # as decode_image returns them (grey+alpha and palettes expanded)
+    bit_depth: int  # 8 or 16
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the array decode_image would return."""
+        return self.width * self.height * self.channels * self.bit_depth // 8
+
+
+def format_megapixels(mp: float) -> str:
+    """``900``, ``4``, ``1.5``: megapixels to one decimal, without a trailing ``.0``."""
+    return f"{mp:.1f}".removesuffix(".0")
+
+
+def _format_bytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header says it would decode to more than the allowed megapixels.
+
+    :meth:`describe` words the reason after whatever set the limit (for ``denoise
+    run``: ``--max-megapixels 100``).
+    """
+
+    def __init__(self, header: ImageHeader, limit: float) -> None:
+        self.header = header
+        self.limit = limit
+        super().__init__(self.describe())
+
+    def describe(self, limit_text: str | None = None) -> str:
+        h = self.header
+        limit_text = limit_text or f"the limit of {format_megapixels(self.limit)} MP"
+        return (
+            f"{h.width}x{h.height} = {format_megapixels(h.megapixels)} MP "
+            f"({_format_bytes(h.decoded_bytes)} decoded) exceeds {limit_text}"
+        )
+
+
+def _pil_image():
+    """Pillow's Image module, its own decompression-bomb guard switched off.
+
+    Why: Pillow never decodes pixels in this project, it only reads headers and EXIF,
+    and its fixed guard (a warning above 89 MP, an error above 179 MP) would make those
+    reads fail or warn at other sizes than ``max_megapixels``, the one limit, which
+    :func:`decode_image` applies from the header before any decoding.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def read_header(data: bytes) -> ImageHeader | None:
+    """Size, channels and bit depth from the header (Pillow's lazy open decodes no
+    pixels); None when Pillow cannot parse it."""
+    try:
+        with _pil_image().open(io.BytesIO(data)) as im:
+            width, height = im.size
+            mode = im.mode
+            rawmodes = [str(t[3][0] if isinstance(t[3], tuple) else t[3]) for t in im.tile]
+            transparent = "transparency" in im.info
+    except Exception:
+        return None
+    if mode in _ONE_CHANNEL_MODES or mode.startswith("I;16"):
+        channels = 1
+    elif mode in _ALPHA_MODES or (mode == "P" and transparent):
+        channels = 4
+    else:
+        channels = 3
+    deep = mode.startswith("I;16") or any(";16" in r for r in rawmodes)
+    return ImageHeader(int(width), int(height), channels, 16 if deep else 8)
+
+
+def check_size(data: bytes, max_megapixels: float | None) -> ImageHeader | None:
+    """Raise :class:`ImageTooLargeError` when the header says the image exceeds
+    ``max_megapixels`` (None: no limit); returns the header (None if unreadable)."""
+    header = read_header(data)
+    if header is not None and max_megapixels is not None and header.megapixels > max_megapixels:
+        raise ImageTooLargeError(header, max_megapixels)
+    return header
 
 
 def _check_complete(data: bytes) -> None:
@@ -37,9 +150,7 @@ def exif_orientation(data: bytes) -> int:
     if not (data.startswith(b"\xff\xd8") or data[:4] in (b"II*\x00", b"MM\x00*", b"RIFF")):
         return 1
     try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
+        with _pil_image().open(io.BytesIO(data)) as im:
             return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:
         return 1
@@ -60,15 +171,24 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(image)) if op else image
 
 
-def decode_image(data: bytes, *, apply_exif: bool = True) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    *,
+    apply_exif: bool = True,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+) -> np.ndarray:
     """Decode image bytes to an RGB/grey/RGBA array of the stored depth.
 
-    Raises :class:`ImageDecodeError` for empty, truncated, corrupt or unsupported input.
+    Raises :class:`ImageDecodeError` for empty, truncated, corrupt or unsupported input,
+    and its subclass :class:`ImageTooLargeError`, before decoding anything, when the
+    header gives more than ``max_megapixels`` (None: no limit; a header Pillow cannot
+    read is left to OpenCV, whose own limit is 1 gigapixel).
     Grey images come back as HxWx1 so every array has a channel axis.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     _check_complete(data)
+    check_size(data, max_megapixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:

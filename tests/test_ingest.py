@@ -514,3 +514,27 @@ def test_manifest_is_json_with_schema_version(small_sets):
     data = json.loads(raw)
     assert data["schema_version"] == manifest.SCHEMA_VERSION
     assert data["source"] == str(small_sets["src"])
+
+
+def test_image_over_the_megapixel_limit_is_recorded_not_decoded(tmp_path):
+    """Issue 17.3 for ingest (codecs' limit, DEFAULT_MAX_MEGAPIXELS): a PNG whose header
+    says 30000x30000 is refused from the header, so its pixel data (absent here) is never
+    read; the other images are ingested."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    expected = fx.make_clean_only(tmp_path / "src")
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    (tmp_path / "src" / "huge.png").write_bytes(png)
+    assert ingest(tmp_path / "src", tmp_path / "dst", *PATCH_ARGS, "--val-fraction", "0") == 0
+    errors = read_errors(str(tmp_path / "dst"))
+    assert errors == {
+        "huge.png": "30000x30000 = 900 MP (2.7 GB decoded) exceeds the limit of 100 MP"
+    }
+    _, table = read_dataset(str(tmp_path / "dst"))
+    assert set(table.column("source_key").to_pylist()) == set(expected)
