@@ -20,21 +20,37 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="denoise",
-        description="Distributed image denoising on Ray: ingest, train, run, benchmark.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=help_text, description=module.__doc__))
-    args = parser.parse_args(argv)
+    from jobs import quiet
+
+    try:
+        # Before the jobs are imported: they import TensorFlow (quiet start-up).
+        quiet.configure(argv)
+        from jobs.common import add_verbose, interrupted, run_guarded
+
+        parser = argparse.ArgumentParser(
+            prog="denoise",
+            description="Distributed image denoising on Ray: ingest, train, run, benchmark.",
+        )
+        add_verbose(parser)
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        modules = {}
+        for name, (module_name, help_text) in COMMANDS.items():
+            module = importlib.import_module(module_name)
+            modules[name] = module
+            sub_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+            module.add_arguments(sub_parser)
+            add_verbose(sub_parser)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     if args.command is None:
         parser.print_help()
         return 2
-    return modules[args.command].run(args)
+    try:
+        return run_guarded(args.command, modules[args.command].run, args)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        return interrupted(args.command)
 
 
 if __name__ == "__main__":

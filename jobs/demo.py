@@ -20,12 +20,15 @@ import time
 import numpy as np
 
 from denoise_core import codecs, noise, storage
-from jobs.common import init_ray, job_main
+from jobs.common import fail, init_ray, job_main
 
 # Colour photographs bundled with scikit-image (no download needed).
 TRAIN_PHOTOS = ("chelsea", "hubble_deep_field", "immunohistochemistry", "motorcycle", "rocket")
 HOLDOUT_PHOTOS = ("astronaut", "coffee")
 DEMO_CAMERA = noise.CameraParams(shot=2e-3, read=1e-2, gains=(1.6, 1.0, 1.4))
+# Written first into every demo folder: the only folders --overwrite may delete.
+MARKER = ".denoise-demo"
+MARKER_TEXT = b"made by `denoise demo`; `denoise demo --overwrite` may delete this folder\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,9 +86,15 @@ def run(args: argparse.Namespace) -> int:
     root = storage.absolute(args.workdir)
     if storage.is_nonempty_dir(root):
         if not args.overwrite:
-            print(f"error: {root} is not empty; pass --overwrite to redo the demo")
-            return 2
+            return fail(f"{root} is not empty; pass --overwrite to redo the demo")
+        if not storage.exists(storage.join(root, MARKER)):
+            # --overwrite deletes a folder only if an earlier demo made it: never a user's.
+            return fail(
+                f"{root} is not empty and was not made by denoise demo (no {MARKER} in it); "
+                "--overwrite only replaces an earlier demo's folder: choose another --workdir"
+            )
         storage.remove_tree(root)
+    storage.write_bytes_atomic(storage.join(root, MARKER), MARKER_TEXT)
     init_ray(args.address)
     print(f"[1/4] writing noisy/clean photo pairs under {root}")
     paths = write_photo_pairs(root)

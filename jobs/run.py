@@ -17,6 +17,7 @@ the existing file); ``--overwrite`` denoises them again.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -26,9 +27,21 @@ from typing import Any
 
 from tqdm import tqdm
 
-from denoise_core import bulk, report, storage
+from denoise_core import bulk, codecs, model_file, report, storage
 from denoise_core.manifest import DatasetNotReadyError
+from jobs import preflight
 from jobs.common import fail, init_ray, job_main
+
+
+def _positive_megapixels(text: str) -> float:
+    """``--max-megapixels`` as a number above zero, else argparse's one-line error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of megapixels, got {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,6 +101,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "about 0.45 GB more memory per actor)",
     )
     p.add_argument("--overlap", type=int, default=32, help="overlap between tiles (pixels)")
+    p.add_argument(
+        "--max-megapixels",
+        type=_positive_megapixels,
+        default=codecs.DEFAULT_MAX_MEGAPIXELS,
+        metavar="MP",
+        help="refuse images larger than this (width x height / 1e6, read from the header "
+        "before decoding): they are listed in errors.parquet and the others go on; "
+        "default %(default)g MP; an actor needs about 75 bytes per pixel (8 GB at 100 MP)",
+    )
     p.add_argument("--tile-batch", type=int, default=4, help="tiles per model call")
     p.add_argument(
         "--precision",
@@ -138,6 +160,7 @@ class DenoiseActor:
         tile_batch: int,
         threads: int,
         precision: str = "auto",
+        max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
         import tensorflow as tf
 
@@ -156,7 +179,12 @@ class DenoiseActor:
         except Exception as exc:
             raise RuntimeError(f"cannot load model {model}: {type(exc).__name__}: {exc}") from exc
         self.processor = bulk.BulkProcessor(
-            denoiser, output, existing=existing, overwrite=overwrite, threads=threads
+            denoiser,
+            output,
+            existing=existing,
+            overwrite=overwrite,
+            threads=threads,
+            max_megapixels=max_megapixels,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -184,13 +212,17 @@ def check_model_file(uri: str) -> None:
     if fs.isdir(path):
         raise ValueError(f"{uri} is a folder; --model takes a .keras file")
     with fs.open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != b"PK\x03\x04":
-        raise ValueError(f"{uri} is not a Keras .keras file (a zip archive)")
-    if not storage.is_remote(uri):
-        with zipfile.ZipFile(path) as zf:
-            if "config.json" not in zf.namelist():
-                raise ValueError(f"{uri} is a zip without config.json, not a .keras model")
+        if fh.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{uri} is not a Keras .keras file (a zip archive)")
+        fh.seek(0)
+        try:  # only the zip's directory and config.json are read, also on S3
+            config = model_file.read_config(fh)
+        except (zipfile.BadZipFile, json.JSONDecodeError, ValueError) as exc:
+            raise ValueError(f"{uri} is not a readable .keras model: {exc}") from exc
+    # Refused here once, not in every actor (Lambda) or on every image (channels).
+    problem = model_file.problem(model_file.inspect_config(config), uri)
+    if problem:
+        raise ValueError(problem)
 
 
 def _check_places(args: argparse.Namespace) -> str | None:
@@ -257,6 +289,7 @@ def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]
             "tile_batch": args.tile_batch,
             "threads": args.threads,
             "precision": args.precision,
+            "max_megapixels": args.max_megapixels,
         },
         batch_size=args.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -310,6 +343,11 @@ def run(args: argparse.Namespace) -> int:
                 "`denoise train`"
             )
     args.model = storage.absolute(args.model)
+    message = preflight.check_output_place(args.output) or preflight.check_remote_reachable(
+        [args.input, args.output, args.reference, args.model]
+    )
+    if message:
+        return fail(message)
     try:
         check_model_file(args.model)
         fmt = bulk.normalize_format(args.format)
@@ -323,6 +361,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, NotADirectoryError, ValueError, DatasetNotReadyError) as exc:
         return fail(str(exc))
+    except Exception as exc:  # storage failing after the probe: one line, not a traceback
+        line = preflight.storage_error_line(exc)
+        if line is None:
+            raise
+        return fail(line)
     if plan.total == 0:
         return fail(f"no images found under {args.input}", 1)
     out_keys = plan.output_keys()

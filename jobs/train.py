@@ -29,6 +29,7 @@ import ray
 
 from denoise_core import manifest, storage
 from denoise_core.training import LOSSES, PRECISIONS, SCHEDULES, STATE_FILE
+from jobs import quiet
 from jobs.common import fail, init_ray, job_main
 
 RAY_DIR = "ray"  # RUN/ray/attempt-NNN/checkpoint_*: one Ray Train run per invocation
@@ -123,7 +124,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where workers go: PACK fills a node first (default), SPREAD prefers "
         "different nodes, STRICT_SPREAD requires one node per worker",
     )
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint (refused when the run has none)",
+    )
+    resume.add_argument(
+        "--resume-if-any",
+        action="store_true",
+        help="continue from the newest checkpoint if there is one, else start a new run: "
+        "for submissions that are retried as they are (a RayJob's backoffLimit)",
+    )
     p.add_argument(
         "--grow",
         action="store_true",
@@ -537,11 +549,39 @@ def export_best(run_uri: str, card: dict) -> dict:
     return card
 
 
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """Why the numbers given cannot train, or None. Checked before Ray starts: a zero or
+    negative count used to train the default 1000 steps or fail deep inside Ray, and a
+    negative learning rate trained and exported a broken model with exit status 0."""
+    positive = (
+        "steps", "epochs", "batch_size", "patch", "patches_per_image", "val_every", "keep",
+        "workers", "val_limit", "minutes", "clipnorm", "cpus_per_worker",
+    )  # fmt: skip
+    for name in positive:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:  # also refuses NaN
+            return f"--{name.replace('_', '-')} must be positive, got {value:g}"
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        return f"--lr must be a positive finite number, got {args.lr:g}"
+    for name in ("warmup_steps", "gpus_per_worker", "max_failures"):
+        value = getattr(args, name)
+        if not value >= 0:
+            return f"--{name.replace('_', '-')} must not be negative, got {value:g}"
+    if not 0.0 < args.scale_augment <= 1.0:
+        return f"--scale-augment must be in (0, 1], got {args.scale_augment:g}"
+    if not 0.0 <= args.dead_leaves <= 1.0:
+        return f"--dead-leaves must be in [0, 1], got {args.dead_leaves:g}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     start = time.time()
+    message = check_arguments(args)
+    if message:
+        return fail(message)
     args.data = [storage.absolute(d) for d in args.data]
     args.storage = storage.absolute(args.storage)
     args.val = storage.absolute(args.val) if args.val else None
@@ -562,19 +602,18 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
 
     previous = _checkpoint_states(args.storage)
-    if previous and not args.resume:
+    if previous and not (args.resume or args.resume_if_any):
         return fail(
             f"{args.storage} already holds a run; pass --resume or choose another --storage"
+        )
+    if args.resume and not previous:
+        return fail(
+            f"--resume: no checkpoint under {args.storage} to resume from; drop --resume to "
+            "start a new run there (--resume-if-any does either)"
         )
     resume_from = max(previous, key=lambda s: s[1]["step"])[0] if previous else None
 
     init_ray(args.address)
-    if args.patches_per_image < 1:
-        return fail("--patches-per-image must be at least 1")
-    if not 0.0 < args.scale_augment <= 1.0:
-        return fail(f"--scale-augment must be in (0, 1], got {args.scale_augment}")
-    if not 0.0 <= args.dead_leaves <= 1.0:
-        return fail(f"--dead-leaves must be in [0, 1], got {args.dead_leaves}")
     ds, epoch_patches = build_train_dataset(
         datasets,
         {
@@ -650,6 +689,7 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=args.max_failures),
+            logging_config=LoggingConfig(log_level=quiet.train_log_level()),
         ),
         datasets={"train": ds},
     )

@@ -28,7 +28,7 @@ import pytest
 import s3fs
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from denoise_core import bulk, storage
+from denoise_core import bulk, greyscale, storage
 from jobs import ingest as ingest_job
 from jobs import run as run_job
 
@@ -115,12 +115,18 @@ def fake_denoise(x: np.ndarray) -> np.ndarray:
     return np.clip(x * 0.9 + 0.05, 0, 1)
 
 
+def model_rgb(color: np.ndarray) -> np.ndarray:
+    """The float RGB the model is given for a colour or grey (HxWx1) image: grey goes
+    in with independent noise per channel around it (tested in test_greyscale.py)."""
+    f = (color.astype(np.float64) / np.iinfo(color.dtype).max).astype(np.float32)
+    return greyscale.model_input(f[..., 0]) if color.shape[2] == 1 else f
+
+
 def expected_fake(img: np.ndarray) -> np.ndarray:
     """What denoise_array must produce from ``img`` with :func:`fake_denoise`."""
     top = np.iinfo(img.dtype).max
     color = img[..., :3] if img.shape[2] == 4 else img
-    rgb = np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
-    out = fake_denoise((rgb.astype(np.float64) / top).astype(np.float32))
+    out = fake_denoise(model_rgb(color))
     if color.shape[2] == 1:
         out = out.mean(axis=2, keepdims=True)
     res = np.rint(out * top).astype(img.dtype)
@@ -373,6 +379,100 @@ def test_tiny_images_are_written_once_and_scored_not_errors(tmp_path):
     assert {p.name: p.read_bytes() for p in [*src.iterdir(), *ref.iterdir()]} == before
 
 
+def make_huge_beside_small(root: Path, side: int) -> tuple[Path, Path]:
+    """INPUT with ``huge.png``, one grey colour of side x side (OpenCV's RLE PNG: 425 KB
+    for 20000 px, written in about 3 s), beside three small noisy images, and their
+    REFERENCE folder."""
+    src, ref = root / "in", root / "ref"
+    src.mkdir(parents=True)
+    huge = np.full((side, side), 77, np.uint8)
+    params = [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        9,
+        cv2.IMWRITE_PNG_STRATEGY,
+        cv2.IMWRITE_PNG_STRATEGY_RLE,
+    ]
+    ok, buf = cv2.imencode(".png", huge, params)
+    assert ok
+    del huge
+    (src / "huge.png").write_bytes(buf.tobytes())
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        clean = smooth(30 + i, 40, seed=i)
+        write(ref / name, clean)
+        write(src / name, noisy_of(clean, seed=10 + i))
+    return src, ref
+
+
+def test_images_above_max_megapixels_are_errors_and_the_rest_is_denoised(tmp_path):
+    """Issue 17.3 with a lowered limit: a 2000x2000 one-colour PNG over 1 MP is refused
+    from its header with the reason users read; the small images beside it are denoised
+    and scored as usual."""
+    src, ref = make_huge_beside_small(tmp_path, 2000)
+    out = tmp_path / "out"
+    results = process(src, out, ref, max_megapixels=1)
+    assert results["huge.png"]["error"] == (
+        "2000x2000 = 4 MP (4 MB decoded) exceeds --max-megapixels 1"
+    )
+    assert not (out / "huge.png").exists()
+    for name in ("a.png", "b.png", "c.png"):
+        assert results[name]["error"] == ""
+        got, clean = read(out / name), read(ref / name)
+        np.testing.assert_array_equal(got, expected_fake(read(src / name)))
+        assert results[name]["psnr"] == pytest.approx(sk_metrics(got, clean)["psnr"], rel=1e-9)
+    assert process(src, tmp_path / "out2", ref, max_megapixels=4)["huge.png"]["error"] == ""
+
+
+_PEAK_SCRIPT = """
+import json, resource, sys
+from dataclasses import asdict
+import numpy as np
+from denoise_core import bulk
+src, ref, out = sys.argv[1:4]
+plan = bulk.plan_run(src, out, reference=ref)
+proc = bulk.BulkProcessor(lambda x: np.clip(x * 0.9 + 0.05, 0, 1), out)
+results = proc.process([asdict(it) for it in plan.items])
+proc.close()
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_mb": peak_mb, "errors": {r["key"]: r["error"] for r in results}}))
+"""
+
+
+def _peak_run(src: Path, ref: Path, out: Path) -> dict:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(src), str(ref), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_huge_one_colour_png_is_refused_without_decoding(tmp_path):
+    """Issue 17.3 at full size: a 20000x20000 PNG of one colour (425 KB, 400 MB decoded,
+    many GB as model input) under the default limit of 100 MP. The process's peak memory
+    (getrusage, in a fresh interpreter) stays within 60 MB of the same run without it."""
+    src, ref = make_huge_beside_small(tmp_path, 20000)
+    assert (src / "huge.png").stat().st_size < 5_000_000
+    alone = tmp_path / "small_only"
+    alone.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (alone / name).write_bytes((src / name).read_bytes())
+    with_huge = _peak_run(src, ref, tmp_path / "out")
+    without = _peak_run(alone, ref, tmp_path / "out_small")
+    assert with_huge["errors"] == {
+        "huge.png": "20000x20000 = 400 MP (400 MB decoded) exceeds --max-megapixels 100",
+        "a.png": "",
+        "b.png": "",
+        "c.png": "",
+    }
+    assert with_huge["peak_mb"] < without["peak_mb"] + 60, (with_huge, without)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
 def test_resume_skips_existing_outputs_and_overwrite_redoes_them(mixed, tmp_path):
     src, ref = mixed
     out = tmp_path / "out"
@@ -521,9 +621,8 @@ def test_local_run_end_to_end(mixed, tiny_model, tmp_path, capsys):
         # Tiled in the actor vs whole-image inference here: within 2 levels (5e-3 on [0, 1]
         # plus rounding); tiles are fitted to the image, padded only to the size multiple.
         top = np.iinfo(inp.dtype).max
-        rgb = f01(inp[..., :3] if inp.shape[2] == 4 else inp)
-        rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
-        whole = np.clip(tiling.denoise_whole(predict, rgb.astype(np.float32), 2), 0, 1)
+        rgb = model_rgb(inp[..., :3] if inp.shape[2] == 4 else inp)
+        whole = np.clip(tiling.denoise_whole(predict, rgb, 2), 0, 1)
         whole = whole.mean(axis=2, keepdims=True) if inp.shape[2] == 1 else whole
         diff = np.abs(outp[..., : whole.shape[2]].astype(np.float64) - whole * top)
         assert diff.max() <= 0.005 * top + 1, key
@@ -549,6 +648,34 @@ def test_local_run_end_to_end(mixed, tiny_model, tmp_path, capsys):
     assert all(f.startswith(b"\x89PNG") for f in figures)
     for label in ("best", "median", "worst", "bad/empty.png"):
         assert label in html
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_job_records_images_over_max_megapixels(tiny_model, tmp_path, capsys):
+    """``--max-megapixels`` reaches the actors: the 4 MP image is in errors.parquet with
+    the reason, the three small ones in metrics.parquet, and the run succeeds."""
+    src, ref = make_huge_beside_small(tmp_path, 2000)
+    out = tmp_path / "out"
+    code = run(src, out, "--model", tiny_model, "--reference", ref, "--max-megapixels", "1")
+    assert code == 0
+    reason = "2000x2000 = 4 MP (4 MB decoded) exceeds --max-megapixels 1"
+    assert f"error huge.png: {reason}" in capsys.readouterr().out
+    summary, metrics, errors = read_outputs(str(out))
+    assert errors == {"huge.png": reason}
+    assert sorted(metrics) == ["a.png", "b.png", "c.png"]
+    for name, row in metrics.items():
+        want = sk_metrics(read(out / name), read(ref / name))
+        assert row["psnr"] == pytest.approx(want["psnr"], rel=1e-9)
+    assert summary["count"] == 3 and summary["errors"] == 1
+    assert not (out / "huge.png").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "lots"])
+def test_max_megapixels_must_be_positive(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        run(tmp_path, tmp_path / "out", "--max-megapixels", value)
+    assert info.value.code == 2
+    assert "--max-megapixels: must be a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("ray_session")

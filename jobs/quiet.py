@@ -1,0 +1,229 @@
+"""Quiet start-up: library noise off in the driver and in every Ray worker; ``--verbose`` on.
+
+TensorFlow, CUDA stubs, gRPC, Ray Data and Ray Train print dozens of start-up lines per
+process (oneDNN and CUDA notices, absl's "All log messages before absl::InitializeLog()",
+coordination-service INFO, "execution finished" lines), so the lines that matter drown.
+Environment variables cover most of it, but TensorFlow logs a few lines from static
+initialisers while it is imported, before it reads ``TF_CPP_MIN_LOG_LEVEL``
+(tensorflow#100442): that import runs with the native stderr captured, and every captured
+line that is not known start-up noise is written back, so no error is lost.
+
+The driver calls :func:`configure` before anything imports TensorFlow; workers get the
+same environment and :func:`setup_worker` through the job's runtime environment
+(:func:`runtime_env`), under ``ray job submit`` too.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+VERBOSE_ENV = "DENOISE_VERBOSE"
+SETUP_HOOK = "jobs.quiet.setup_worker"
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ INFO/WARNING/ERROR (cuInit, CPU features)
+    "GRPC_VERBOSITY": "ERROR",  # gRPC inside TensorFlow's coordination service
+    "RAY_DATA_LOG_LEVEL": "WARNING",  # Ray Data's per-execution INFO lines
+}
+# Loggers that speak at INFO/WARNING about things users cannot act on.
+QUIET_LOGGERS = {
+    "tensorflow": logging.ERROR,  # "Using MirroredStrategy", "... eagerly has overhead"
+    "absl": logging.ERROR,
+    "ray.data._internal.progress": logging.ERROR,  # "Progress bars disabled" (we draw ours)
+    # "Token authentication is enabled for this Ray cluster" on every local start
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+}
+# Native stderr lines written while TensorFlow is imported that are start-up noise:
+# absl INFO/WARNING lines ("I0000 00:00:17.. port.cc:153] oneDNN custom operations are
+# on", "cudart_stub.cc:31] Could not find cuda drivers") and known harmless errors.
+_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|[IW]\d{4} [\d:. ]+\d+ \S+:\d+\]"
+    r"|E\d{4} [\d:. ]+\d+ \S+:\d+\] (failed call to cuInit|Unable to register cu"
+    r"|computation placer already registered)"
+    r"|To enable the following instructions:)"
+)
+
+
+def is_verbose() -> bool:
+    """Whether this process (and the workers it starts) should show library noise."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def configure(argv: list[str] | None = None) -> bool:
+    """Set up quiet (or ``--verbose``) output for this process; returns verbose.
+
+    Called first thing by the CLI and every job's ``main``, before TensorFlow is
+    imported. Values the user set in the environment are never overridden. Verbose
+    sticks for the whole process (``denoise demo`` calls the other jobs' ``main``).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if "--verbose" in args:
+        os.environ[VERBOSE_ENV] = "1"
+    if is_verbose():
+        return True
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    quiet_loggers()
+    quiet_tensorflow_import()
+    return False
+
+
+def quiet_loggers() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    try:  # Ray's own deprecations, wherever the warning points
+        from ray.util.annotations import RayDeprecationWarning
+    except ImportError:
+        return
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+
+
+def setup_worker() -> None:
+    """Ray's ``worker_process_setup_hook``: quiet loggers and TensorFlow's import."""
+    _name_own_cluster()
+    if not is_verbose():
+        quiet_loggers()
+        _quiet_file_loggers()
+        quiet_tensorflow_import()
+
+
+def _name_own_cluster() -> None:
+    """Ray Train's placement-group cleaner finds its cluster through the state API, which
+    without RAY_ADDRESS searches the machine and dies with a 26-line "Found multiple
+    active Ray instances" traceback when another Ray runs there: workers name theirs."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    try:
+        import ray
+
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    except Exception:  # not connected (never in a Ray worker): leave it to Ray
+        pass
+
+
+def _quiet_file_loggers() -> None:
+    """Ray Train logs "Reporting training result N: ..." (twice per validation) on a
+    logger named by its source file, outside ``ray.train``'s log level."""
+    try:
+        import ray
+    except ImportError:
+        return
+    root = os.path.dirname(ray.__file__)
+    for rel in ("train/v2/_internal/execution/context.py", "train/collective/collectives.py"):
+        logging.getLogger(os.path.join(root, *rel.split("/"))).setLevel(logging.WARNING)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment variables every Ray worker of the job gets (quiet or verbose)."""
+    if is_verbose():
+        return {VERBOSE_ENV: "1"}
+    return {key: os.environ.get(key, value) for key, value in QUIET_ENV.items()}
+
+
+def runtime_env() -> dict:
+    """The job's runtime environment: :func:`worker_env` and :func:`setup_worker`.
+
+    Under ``ray job submit`` Ray merges it with the submitted runtime environment and
+    refuses any key set in both, so what the submitter set is left out here (theirs wins).
+    """
+    submitted: dict = {}
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if raw:
+        try:
+            submitted = json.loads(raw).get("runtime_env") or {}
+        except (ValueError, AttributeError):
+            submitted = {}
+    theirs = submitted.get("env_vars") or {}
+    env = {k: v for k, v in worker_env().items() if k not in theirs}
+    out: dict = {"env_vars": env} if env else {}
+    if "worker_process_setup_hook" not in submitted:
+        out["worker_process_setup_hook"] = SETUP_HOOK
+    return out
+
+
+def train_log_level() -> str:
+    """Ray Train's own log level (``RunConfig(logging_config=...)``): its INFO lines
+    (worker groups, every checkpoint and report) only with ``--verbose``."""
+    return "INFO" if is_verbose() else "WARNING"
+
+
+def is_noise(line: str) -> bool:
+    return bool(_NOISE.match(line))
+
+
+@contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Capture file descriptor 2 (where C++ libraries log) and write back every line that
+    is not start-up noise once the block ends. Anything else that writes to stderr in
+    the meantime comes out late, never lost."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [
+                ln
+                for ln in capture.read().decode(errors="replace").splitlines(keepends=True)
+                if not is_noise(ln)
+            ]
+            if kept:
+                os.write(2, "".join(kept).encode())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``tensorflow`` the normal way, then runs its import in
+    :func:`native_stderr_filtered`; removes itself after the first use."""
+
+    def __init__(self) -> None:
+        self._loader = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader
+        with native_stderr_filtered():
+            self._loader.exec_module(module)
+
+
+def quiet_tensorflow_import() -> None:
+    """Filter TensorFlow's import-time stderr lines in this process (once, lazily:
+    processes that never import TensorFlow pay nothing)."""
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietImport())
