@@ -207,3 +207,18 @@ def make_sidd_bad(root: Path) -> tuple[Expected, dict[str, str]]:
             (root / gt_key).unlink()
         bad[noisy_key] = reason
     return good, bad
+
+
+class RayStarted(AssertionError):
+    """Raised where a test's command started Ray although it should have refused first."""
+
+
+def forbid_ray_start(monkeypatch, *job_modules) -> None:
+    """Make each job module's ``init_ray`` raise :class:`RayStarted`: a refusal must come
+    before Ray starts, and the test fails if it does not."""
+
+    def refuse(*args, **kwargs):
+        raise RayStarted("Ray was started before the arguments were checked")
+
+    for module in job_modules:
+        monkeypatch.setattr(module, "init_ray", refuse)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import cv2
+import fixtures as fx
 import numpy as np
 import pytest
 
@@ -43,19 +44,13 @@ NOISE_MARKERS = (
 )
 
 
-class RayStarted(Exception):
-    pass
+RayStarted = fx.RayStarted
 
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
-    """Every refusal must come before Ray starts: starting it raises :class:`RayStarted`."""
-
-    def refuse(*args, **kwargs):
-        raise RayStarted("Ray was started before the arguments were checked")
-
-    monkeypatch.setattr(train_job, "init_ray", refuse)
-    monkeypatch.setattr(run_job, "init_ray", refuse)
+    """Every refusal must come before Ray starts."""
+    fx.forbid_ray_start(monkeypatch, train_job, run_job)
 
 
 def one_error_line(capsys) -> str:

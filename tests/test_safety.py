@@ -26,13 +26,8 @@ from jobs import run as run_job
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
-    """A refusal must come before Ray starts: starting it fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("Ray was started before the destination was checked")
-
-    monkeypatch.setattr(ingest_job, "init_ray", refuse)
-    monkeypatch.setattr(run_job, "init_ray", refuse)
+    """A refusal must come before Ray starts."""
+    fx.forbid_ray_start(monkeypatch, ingest_job, run_job)
 
 
 def tree(root: Path) -> dict[str, bytes]:
