@@ -8,7 +8,8 @@ tested) in a plain process:
   (``--reference`` by key, a paired layout, or the data set's clean twin) and
   which outputs already exist (resume).
 - :class:`BulkProcessor` turns work rows into result rows, one image at a time:
-  read → decode → denoise (tiled) → encode → atomic write → metrics. Reading and
+  read → decode → denoise (tiled; blended with the input by ``strength``) → encode
+  (the input's EXIF, XMP and ICC profile written in) → atomic write → metrics. Reading and
   decoding the next images and encoding/writing/scoring the previous ones run in
   a small thread pool while the model works on the current one (TensorFlow,
   OpenCV, s3fs and NumPy release the GIL), so only keys and bytes ever travel
@@ -41,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import codecs, greyscale, layouts, manifest, sidd, storage
+from . import codecs, greyscale, layouts, manifest, metadata, sidd, storage
 from .metrics import image_metrics, to_float01
 
 METRICS_NAME = "metrics.parquet"
@@ -446,8 +447,21 @@ def color_channels(image: np.ndarray) -> np.ndarray:
     return image[..., :3] if image.shape[2] == 4 else image
 
 
-def denoise_array(denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
+def check_strength(strength: float) -> None:
+    """Raise ValueError unless ``strength`` is in [0, 1] (NaN is not)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+
+
+def denoise_array(
+    denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, strength: float = 1.0
+) -> np.ndarray:
     """Denoise a decoded HxWxC uint8/uint16 image, returning the same dtype and channels.
+
+    ``strength`` chooses how much noise is removed: 1 is the model's output, 0 the
+    input unchanged (the model is not run), values between blend
+    ``output * strength + input * (1 - strength)`` on the [0, 1] scale before rounding,
+    as photo editors' strength sliders do: a lighter touch keeps grain and texture.
 
     The model sees float RGB on the [0, 1] scale. Grey images (one channel, or three equal ones
     as in grey+alpha decoded to RGBA) go in through :func:`greyscale.model_input`,
@@ -460,6 +474,9 @@ def denoise_array(denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     channels = image.shape[2]
     if channels not in (1, 3, 4):
         raise InputError(f"unsupported channel count: {channels}")
+    check_strength(strength)
+    if strength == 0.0:
+        return image.copy()
     colour = color_channels(image)
     grey = channels == 1 or greyscale.is_grey(colour)
     if grey:
@@ -469,9 +486,16 @@ def denoise_array(denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     out = np.asarray(denoise_fn(model_in), dtype=np.float32)
     if out.shape != model_in.shape:
         raise InputError(f"model returned shape {out.shape} for input {model_in.shape}")
-    del model_in
     if grey:
         out = greyscale.model_output(out)
+    if strength != 1.0:
+        # The input's own float copy (the model's input, for colour) is scaled in place.
+        base = to_float01(colour[..., :1], np.float32) if grey else model_in
+        np.multiply(base, np.float32(1.0 - strength), out=base)
+        out = np.multiply(out, np.float32(strength), dtype=np.float32)
+        out += base
+        del base
+    del model_in
     top = np.iinfo(image.dtype).max
     scaled = np.multiply(out, top, dtype=np.float32)  # in place from here: no temporaries
     np.clip(scaled, 0.0, top, out=scaled)
@@ -531,6 +555,7 @@ class _Loaded:
     noisy: np.ndarray | None = None
     reference: np.ndarray | None = None
     existing: np.ndarray | None = None  # the output already on disk (resume)
+    file_metadata: metadata.Metadata | None = None  # the input's EXIF, XMP and ICC profile
     started: float = 0.0
 
 
@@ -544,6 +569,8 @@ class BulkProcessor:
     0 runs every step in order in the calling thread. Images whose header gives more
     than ``max_megapixels`` (``--max-megapixels``; None: no limit) are not decoded but
     reported as errors, so that one huge image cannot exhaust the actor's memory.
+    ``strength`` blends the model's output with the input (:func:`denoise_array`). Each
+    output carries its input's EXIF, XMP and ICC profile (:mod:`denoise_core.metadata`).
     """
 
     def __init__(
@@ -556,8 +583,11 @@ class BulkProcessor:
         threads: int = 2,
         prefetch: int = 2,
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
+        strength: float = 1.0,
     ) -> None:
+        check_strength(strength)
         self.denoise_fn = denoise_fn
+        self.strength = strength
         self.max_megapixels = max_megapixels
         self.output_root = output_root
         self.existing = set(existing)
@@ -570,15 +600,19 @@ class BulkProcessor:
     def _skip(self, row: dict[str, Any]) -> bool:
         return not self.overwrite and row["output_key"] in self.existing
 
-    def _decode(self, row: dict[str, Any], what: str) -> np.ndarray:
+    def _read(self, row: dict[str, Any], what: str) -> bytes:
         data = row.get(f"{what}_bytes") or b""
         uri = row.get(what) or ""
-        label = "reference: " if what == "reference" else ""
         if not data and uri:
             try:
                 data = storage.read_bytes(uri)
             except Exception as exc:
+                label = "reference: " if what == "reference" else ""
                 raise InputError(f"{label}unreadable: {type(exc).__name__}: {exc}") from exc
+        return data
+
+    def _decode(self, data: bytes, what: str) -> np.ndarray:
+        label = "reference: " if what == "reference" else ""
         try:
             return codecs.decode_image(data, max_megapixels=self.max_megapixels)
         except codecs.ImageTooLargeError as exc:
@@ -591,9 +625,10 @@ class BulkProcessor:
         loaded = _Loaded(row, started=time.perf_counter())
         if row.get("read_error"):
             raise InputError(row["read_error"])
-        loaded.noisy = self._decode(row, "noisy")
+        data = self._read(row, "noisy")
+        loaded.noisy = self._decode(data, "noisy")
         if row.get("reference") or row.get("reference_bytes"):
-            loaded.reference = self._decode(row, "reference")
+            loaded.reference = self._decode(self._read(row, "reference"), "reference")
             check_reference(loaded.noisy, loaded.reference)
         if self._skip(row):
             uri = storage.join(self.output_root, *row["output_key"].split("/"))
@@ -603,6 +638,10 @@ class BulkProcessor:
                 )
             except Exception:
                 loaded.existing = None  # unreadable leftover: denoise again
+        if loaded.existing is None:  # it will be written: with the input's metadata
+            turned = codecs.exif_orientation(data) != 1  # decode_image turned the pixels
+            size = (loaded.noisy.shape[1], loaded.noisy.shape[0])
+            loaded.file_metadata = metadata.capture(data, upright_size=size if turned else None)
         return loaded
 
     def _finish(self, loaded: _Loaded, output: np.ndarray | None) -> dict[str, Any]:
@@ -620,6 +659,8 @@ class BulkProcessor:
             ext = posixpath.splitext(row["output_key"])[1].lower()
             written = encodable(output, ext)
             data = codecs.encode_image(written, ext)
+            if loaded.file_metadata is not None:
+                data = metadata.embed(data, ext, loaded.file_metadata)
             uri = storage.join(self.output_root, *row["output_key"].split("/"))
             storage.write_bytes_atomic(uri, data)
             if ext in LOSSY_FORMATS:  # score what is on disk, as a resumed run would
@@ -669,7 +710,7 @@ class BulkProcessor:
         if loaded.existing is not None:
             return None
         assert loaded.noisy is not None
-        return denoise_array(self.denoise_fn, loaded.noisy)
+        return denoise_array(self.denoise_fn, loaded.noisy, self.strength)
 
     # -- driving -----------------------------------------------------------
 

@@ -4,7 +4,8 @@ Arrays in this project are RGB (or grey / RGBA), HxWxC, uint8 or uint16, exactly
 as stored: no resizing, no depth conversion. OpenCV decodes (fast, 16-bit aware)
 and encodes; fpng writes 8-bit RGB(A) PNGs; Pillow only reads headers (the size,
 before anything is decoded) and the EXIF orientation tag, which OpenCV's
-unchanged mode ignores.
+unchanged mode ignores. The input's EXIF, XMP and ICC profile are carried to the
+output by :mod:`denoise_core.metadata`, after encoding.
 
 Decoding is where memory starts to grow with the image: a 30000x30000 PNG of one
 colour is 2.7 MB on disk and 2.7 GB decoded, and `denoise run` holds about 25 times
@@ -145,13 +146,29 @@ def _check_complete(data: bytes) -> None:
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
 
 
+def _is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\x00", b"MM\x00*")
+
+
 def exif_orientation(data: bytes) -> int:
-    """EXIF orientation tag (1 = upright) of JPEG/TIFF/WebP bytes, 1 when absent."""
-    if not (data.startswith(b"\xff\xd8") or data[:4] in (b"II*\x00", b"MM\x00*", b"RIFF")):
+    """EXIF orientation tag (1 = upright) of JPEG/TIFF/WebP/PNG bytes, 1 when absent.
+
+    A PNG's EXIF is read from an eXIf chunk before the pixels, where the PNG spec puts
+    it (Pillow's ``getexif`` would decode the whole image to look for a later one).
+    """
+    png = data.startswith(_PNG_SIGNATURE)
+    if not (png or _is_tiff(data) or data.startswith(b"\xff\xd8") or data[:4] == b"RIFF"):
         return 1
     try:
-        with _pil_image().open(io.BytesIO(data)) as im:
-            return int(im.getexif().get(0x0112, 1) or 1)
+        image_module = _pil_image()
+        with image_module.open(io.BytesIO(data)) as im:
+            if png:
+                exif = image_module.Exif()
+                if im.info.get("exif"):
+                    exif.load(im.info["exif"])
+            else:
+                exif = im.getexif()
+            return int(exif.get(0x0112, 1) or 1)
     except Exception:
         return 1
 
@@ -164,7 +181,7 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
         4: lambda a: a[::-1, :],
         5: lambda a: np.swapaxes(a, 0, 1),
         6: lambda a: np.rot90(a, k=-1),
-        7: lambda a: np.rot90(a, k=1)[::-1, :],
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
         8: lambda a: np.rot90(a, k=1),
     }
     op = ops.get(orientation)
@@ -179,7 +196,9 @@ def decode_image(
 ) -> np.ndarray:
     """Decode image bytes to an RGB/grey/RGBA array of the stored depth.
 
-    Raises :class:`ImageDecodeError` for empty, truncated, corrupt or unsupported input,
+    ``apply_exif`` turns the pixels upright by their EXIF orientation (OpenCV's
+    unchanged mode ignores it, except for TIFF, whose decoder applies it whatever the
+    flags). Raises :class:`ImageDecodeError` for empty, truncated, corrupt or unsupported input,
     and its subclass :class:`ImageTooLargeError`, before decoding anything, when the
     header gives more than ``max_megapixels`` (None: no limit; a header Pillow cannot
     read is left to OpenCV, whose own limit is 1 gigapixel).
@@ -204,7 +223,7 @@ def decode_image(
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     elif channels != 1:
         raise ImageDecodeError(f"unsupported channel count: {channels}")
-    if apply_exif:
+    if apply_exif and not _is_tiff(data):  # OpenCV's TIFF decoder turns TIFFs itself
         image = apply_orientation(image, exif_orientation(data))
     return image
 

@@ -5,8 +5,9 @@ Run as ``python -m jobs.run INPUT OUTPUT …`` under ``ray job submit`` or throu
 (keys and URIs only). Ray Data streams the rows to an actor pool: each actor
 loads the model once and, per image, reads the bytes, decodes (EXIF orientation
 applied, 8/16-bit, grey, RGBA kept), denoises tile by tile (bounded memory for
-any size), encodes in the input's format and depth, writes the output atomically
-under OUTPUT at the input's key, and scores it against the reference. Decoded
+any size), blends the result with the input by ``--strength``, encodes in the
+input's format and depth with the input's EXIF, XMP and ICC profile, writes the output
+atomically under OUTPUT at the input's key, and scores it against the reference. Decoded
 pixels never leave the actor; only result rows (metrics) come back. The driver
 writes ``metrics.parquet``, ``errors.parquet``, ``summary.json`` and ``report.html``.
 
@@ -78,6 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="EXT",
         help="output format (png, tif, jpg, webp, bmp; default: each input's own)",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how much noise to remove, in [0, 1]: 1 (default) is the model's output, 0 the "
+        "input unchanged, between blends output*S + input*(1-S) before rounding",
     )
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per model actor (may be < 1)")
     p.add_argument(
@@ -161,6 +170,7 @@ class DenoiseActor:
         threads: int,
         precision: str = "auto",
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
+        strength: float = 1.0,
     ) -> None:
         import tensorflow as tf
 
@@ -185,6 +195,7 @@ class DenoiseActor:
             overwrite=overwrite,
             threads=threads,
             max_megapixels=max_megapixels,
+            strength=strength,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -290,6 +301,7 @@ def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]
             "threads": args.threads,
             "precision": args.precision,
             "max_megapixels": args.max_megapixels,
+            "strength": args.strength,
         },
         batch_size=args.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -312,6 +324,11 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--limit must not be negative"
     if args.threads < 0:
         return "--threads must not be negative"
+    if not 0.0 <= args.strength <= 1.0:
+        return (
+            f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
+            f"got {args.strength:g}"
+        )
     return None
 
 
@@ -423,6 +440,7 @@ def run(args: argparse.Namespace) -> int:
             "reference_source": ref_text,
             "layout": plan.layout,
             "format": fmt,
+            "strength": args.strength,
             "tiling": f"{args.tile} / {args.overlap}",
             "tile": args.tile,
             "overlap": args.overlap,

@@ -113,3 +113,34 @@ def test_pillow_bomb_guard_does_not_override_the_limit():
     assert codecs.read_header(data) == codecs.ImageHeader(30000, 30000, 3, 8)
     with pytest.raises(codecs.ImageTooLargeError, match=r"30000x30000 = 900 MP \(2.7 GB"):
         codecs.decode_image(data)
+
+
+# --------------------------------------------------------------------------
+# EXIF orientation: pixels come out upright once, as Pillow's exif_transpose shows them
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_decodes_upright_once(fmt, orientation):
+    """OpenCV turns TIFFs itself and ignores the others; either way the result is
+    what viewers show (Pillow's exif_transpose), and 7 (transverse) is not 5."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    if fmt == "TIFF":  # Pillow writes the TIFF tag itself, not an EXIF block
+        extra = {"tiffinfo": {0x0112: orientation}}
+    else:
+        extra["exif"] = exif
+    Image.fromarray(stored).save(buf, fmt, **extra)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert codecs.exif_orientation(data) == orientation
+    np.testing.assert_array_equal(codecs.decode_image(data), want)

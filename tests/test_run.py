@@ -356,6 +356,50 @@ def test_metrics_equal_scikit_image(mixed, tmp_path):
             assert got_in == pytest.approx(want_in[name], rel=1e-9, abs=1e-12), key
 
 
+LAYOUTS = [(3, 8), (1, 8), (4, 8), (3, 16)]  # (channels, bit depth)
+
+
+def layout_image(channels: int, depth: int) -> np.ndarray:
+    img = noisy_of(smooth(29, 41, min(channels, 3), depth, seed=channels))
+    if channels == 4:
+        alpha = np.linspace(0, 255, 29 * 41).reshape(29, 41, 1).astype(np.uint8)
+        img = np.concatenate([img, alpha], axis=2)
+    return img
+
+
+@pytest.mark.parametrize(("channels", "depth"), LAYOUTS)
+def test_strength_zero_is_the_input_one_is_the_model_half_is_the_midpoint(channels, depth):
+    img = layout_image(channels, depth)
+    calls = []
+
+    def fn(x):
+        calls.append(x.shape)
+        return fake_denoise(x)
+
+    full = bulk.denoise_array(fn, img, strength=1.0)
+    np.testing.assert_array_equal(full, bulk.denoise_array(fake_denoise, img))  # the default
+    np.testing.assert_array_equal(full, expected_fake(img))  # what it was before --strength
+    calls.clear()
+    untouched = bulk.denoise_array(fn, img, strength=0.0)
+    np.testing.assert_array_equal(untouched, img)
+    assert untouched is not img and calls == []  # the model is not even run
+    half = bulk.denoise_array(fake_denoise, img, strength=0.5).astype(np.float64)
+    midpoint = (full.astype(np.float64) + img) / 2  # blended in float, then rounded once
+    assert np.abs(half - midpoint).max() <= 1.0
+    if channels == 4:
+        np.testing.assert_array_equal(half[..., 3], img[..., 3])
+    quarter = bulk.denoise_array(fake_denoise, img, strength=0.25).astype(np.float64)
+    assert np.abs(quarter - (full * 0.25 + img * 0.75)).max() <= 1.0
+
+
+@pytest.mark.parametrize("strength", [-0.01, 1.01, float("nan")])
+def test_strength_outside_zero_to_one_is_refused(strength):
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\]"):
+        bulk.denoise_array(fake_denoise, layout_image(3, 8), strength=strength)
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\]"):
+        bulk.BulkProcessor(fake_denoise, "unused", strength=strength)
+
+
 def test_tiny_images_are_written_once_and_scored_not_errors(tmp_path):
     """A 3×7 image with a reference: written, SSIM with a 3×3 window, not an error; under
     3 px: written, SSIM empty (NaN) (issue 17.7)."""
@@ -563,6 +607,15 @@ def test_tiled_equals_whole_image(tiny_model, size):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan", "inf"])
+def test_strength_outside_zero_to_one_is_one_line_before_ray(value, tmp_path, monkeypatch, capsys):
+    fx.forbid_ray_start(monkeypatch, run_job)
+    assert run(tmp_path, tmp_path / "out", "--strength", value) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --strength must be in [0, 1]"), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_packaged_model_says_pass_model(mixed, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_job, "default_model", lambda: None)
     assert run(mixed[0], tmp_path / "out") == 2
@@ -766,3 +819,32 @@ def test_report_figures_are_pngs_of_the_right_kind():
     with Image.open(io.BytesIO(png)) as im:
         w, h = im.size
     assert w > h  # 3 panels wide, 2 rows high
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_strength_and_metadata_reach_the_actors(tiny_model, tmp_path):
+    """``--strength 0`` through the actors gives the input back exactly, summary.json
+    records it, and a phone-style JPEG keeps its capture date, GPS and ICC profile."""
+    from PIL import Image, ImageCms
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    plain = noisy_of(smooth(30, 44))
+    write(src / "a.png", plain)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769)[0x9003] = "2021:05:06 07:08:09"
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.5)})
+    Image.fromarray(noisy_of(smooth(32, 48, seed=3))).save(
+        src / "photo.jpg", "JPEG", quality=95, exif=exif, icc_profile=icc
+    )
+    assert run(src, out, "--model", tiny_model, "--strength", "0", "--layout", "none", *TILE) == 0
+    summary, metrics, errors = read_outputs(str(out))
+    assert summary["strength"] == 0.0 and not errors and sorted(metrics) == ["a.png", "photo.jpg"]
+    np.testing.assert_array_equal(read(out / "a.png"), plain)
+    with Image.open(out / "photo.jpg") as im:
+        got = im.getexif()
+        assert im.size == (32, 48) and got.get(0x0112) == 1  # pixels upright, orientation 1
+        assert got.get_ifd(0x8769).get(0x9003) == "2021:05:06 07:08:09"
+        assert dict(got.get_ifd(0x8825)) == {1: "N", 2: (52.0, 31.0, 12.5)}
+        assert im.info.get("icc_profile") == icc
