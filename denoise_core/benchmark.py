@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import codecs, layouts, manifest, metrics, noise, storage
+from .noise_estimate import estimate_sigma  # wavelet MAD, on [0, 1]
 
 Method = Callable[[np.ndarray, float | None], np.ndarray]
 
@@ -91,13 +92,6 @@ def paired_set(uri: str, split: str | None = None, limit: int | None = None) -> 
     items = [it for it in items if it.noisy][:limit]
     out = [(it.key, _read_rgb(it.noisy), _read_rgb(it.clean), None) for it in items]
     return BenchSet(base, out)
-
-
-def estimate_sigma(noisy: np.ndarray) -> float:
-    """Noise std on the [0, 1] scale (wavelet MAD estimator from scikit-image)."""
-    from skimage.restoration import estimate_sigma as _estimate
-
-    return float(_estimate(np.clip(noisy, 0, 1), channel_axis=-1, average_sigmas=True))
 
 
 def nlm(noisy: np.ndarray, h: float) -> np.ndarray:

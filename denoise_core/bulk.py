@@ -8,8 +8,10 @@ tested) in a plain process:
   (``--reference`` by key, a paired layout, or the data set's clean twin) and
   which outputs already exist (resume).
 - :class:`BulkProcessor` turns work rows into result rows, one image at a time:
-  read → decode → denoise (tiled; blended with the input by ``strength``) → encode
-  (the input's EXIF, XMP and ICC profile written in) → atomic write → metrics. Reading and
+  read → decode → estimate the input's noise → denoise (tiled; blended with the input
+  by ``strength``; an input whose noise is below ``skip_below`` is copied through instead)
+  → encode (the input's EXIF, XMP and ICC profile written in) → atomic write → metrics
+  (with the output's estimated noise). Reading and
   decoding the next images and encoding/writing/scoring the previous ones run in
   a small thread pool while the model works on the current one (TensorFlow,
   OpenCV, s3fs and NumPy release the GIL), so only keys and bytes ever travel
@@ -44,6 +46,7 @@ import pyarrow.parquet as pq
 
 from . import codecs, greyscale, layouts, manifest, metadata, sidd, storage
 from .metrics import image_metrics, to_float01
+from .noise_estimate import noise_sigma_255
 
 METRICS_NAME = "metrics.parquet"
 SUMMARY_NAME = "summary.json"
@@ -69,6 +72,8 @@ METRICS_SCHEMA = pa.schema(
         ("input_ssim", pa.float64()),
         ("psnr_gain", pa.float64()),
         ("change_rms", pa.float64()),
+        ("noise_sigma_in", pa.float64()),  # no-reference noise estimates, 0-255 scale
+        ("noise_sigma_out", pa.float64()),
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("channels", pa.int8()),
@@ -76,6 +81,7 @@ METRICS_SCHEMA = pa.schema(
         ("megapixels", pa.float64()),
         ("seconds", pa.float64()),
         ("skipped", pa.bool_()),
+        ("skipped_reason", pa.string()),  # why the model did not run; null when it did
         ("reference", pa.string()),
         ("phone", pa.string()),
         ("iso", pa.int32()),
@@ -427,15 +433,21 @@ RESULT_FIELDS = (
     "input_mse",
     "input_ssim",
     "change_rms",
+    "noise_sigma_in",
+    "noise_sigma_out",
     "height",
     "width",
     "channels",
     "bit_depth",
     "seconds",
     "skipped",
+    "skipped_reason",
     "reference",
     "meta",
 )
+
+SKIPPED_EXISTING = "output existed"  # skipped_reason of a resumed image
+CLEAN_REASON_PREFIX = "input noise"  # skipped_reason of a --skip-below copy starts so
 
 
 class InputError(ValueError):
@@ -445,6 +457,36 @@ class InputError(ValueError):
 def color_channels(image: np.ndarray) -> np.ndarray:
     """The channels metrics look at: RGB of RGBA (alpha is passed through, not scored)."""
     return image[..., :3] if image.shape[2] == 4 else image
+
+
+def check_skip_below(skip_below: float | None) -> None:
+    """Raise ValueError unless ``skip_below`` is None or a finite number >= 0."""
+    if skip_below is not None and not 0.0 <= skip_below < math.inf:
+        raise ValueError(f"skip_below must be a noise sigma >= 0 (0-255 scale), got {skip_below}")
+
+
+def image_format(data: bytes) -> str | None:
+    """Pillow's format name of encoded bytes (``PNG``, ``JPEG``, ...), None if unknown."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format
+    except Exception:
+        return None
+
+
+_EXT_FORMAT = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+}
 
 
 def check_strength(strength: float) -> None:
@@ -557,6 +599,10 @@ class _Loaded:
     existing: np.ndarray | None = None  # the output already on disk (resume)
     file_metadata: metadata.Metadata | None = None  # the input's EXIF, XMP and ICC profile
     started: float = 0.0
+    noise_in: float = math.nan  # estimated noise sigma of the input, 0-255 scale
+    data: bytes = b""  # the input's encoded bytes, kept for a --skip-below copy
+    clean: bool = False  # below skip_below: copied through, the model does not run
+    verbatim: bool = False  # a clean input whose output has its format: bytes copied
 
 
 class BulkProcessor:
@@ -571,6 +617,12 @@ class BulkProcessor:
     reported as errors, so that one huge image cannot exhaust the actor's memory.
     ``strength`` blends the model's output with the input (:func:`denoise_array`). Each
     output carries its input's EXIF, XMP and ICC profile (:mod:`denoise_core.metadata`).
+
+    Every input's and output's noise is estimated without a reference
+    (:func:`~denoise_core.noise_estimate.estimate_sigma`, 0-255 scale). With
+    ``skip_below``, an input estimated below it is copied through unchanged instead of
+    denoised: its bytes as they are when the output has the input's format, else its
+    pixels encoded in the output format; ``skipped_reason`` says so.
     """
 
     def __init__(
@@ -584,10 +636,13 @@ class BulkProcessor:
         prefetch: int = 2,
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
         strength: float = 1.0,
+        skip_below: float | None = None,
     ) -> None:
         check_strength(strength)
+        check_skip_below(skip_below)
         self.denoise_fn = denoise_fn
         self.strength = strength
+        self.skip_below = skip_below
         self.max_megapixels = max_megapixels
         self.output_root = output_root
         self.existing = set(existing)
@@ -633,11 +688,25 @@ class BulkProcessor:
         if self._skip(row):
             uri = storage.join(self.output_root, *row["output_key"].split("/"))
             try:
+                # Outputs are written upright (orientation 1 or none); a --skip-below
+                # copy keeps its input's orientation tag, and is read upright so.
                 loaded.existing = codecs.decode_image(
-                    storage.read_bytes(uri), apply_exif=False, max_megapixels=self.max_megapixels
+                    storage.read_bytes(uri), max_megapixels=self.max_megapixels
                 )
             except Exception:
                 loaded.existing = None  # unreadable leftover: denoise again
+        loaded.noise_in = noise_sigma_255(color_channels(loaded.noisy))
+        if (
+            loaded.existing is None
+            and self.skip_below is not None
+            and loaded.noise_in < self.skip_below
+        ):
+            loaded.clean = True
+            loaded.data = data
+            ext = posixpath.splitext(row["output_key"])[1].lower()
+            if image_format(data) == _EXT_FORMAT.get(ext):
+                loaded.verbatim = True
+                return loaded  # copied byte for byte: metadata and all
         if loaded.existing is None:  # it will be written: with the input's metadata
             turned = codecs.exif_orientation(data) != 1  # decode_image turned the pixels
             size = (loaded.noisy.shape[1], loaded.noisy.shape[0])
@@ -648,7 +717,18 @@ class BulkProcessor:
         row, noisy = loaded.row, loaded.noisy
         assert noisy is not None
         skipped = output is None
-        if skipped:
+        reason = ""
+        noise_out = math.nan
+        if loaded.clean:
+            reason = (
+                f"{CLEAN_REASON_PREFIX} {loaded.noise_in:.2f} below --skip-below "
+                f"{self.skip_below:g}: copied unchanged"
+            )
+            written = self._copy_through(loaded)
+            if written is noisy:
+                noise_out = loaded.noise_in
+        elif skipped:
+            reason = SKIPPED_EXISTING
             written = loaded.existing
             assert written is not None
             if written.shape[:2] != noisy.shape[:2]:
@@ -670,6 +750,8 @@ class BulkProcessor:
         else:
             noisy_cmp = noisy
         result = score(written, noisy_cmp, loaded.reference)
+        if math.isnan(noise_out):
+            noise_out = noise_sigma_255(color_channels(written))
         result.update(
             key=row["key"],
             output_key=row["output_key"],
@@ -678,12 +760,32 @@ class BulkProcessor:
             width=int(noisy.shape[1]),
             channels=int(noisy.shape[2]),
             bit_depth=16 if noisy.dtype == np.uint16 else 8,
-            seconds=0.0 if skipped else time.perf_counter() - loaded.started,
+            seconds=0.0 if reason == SKIPPED_EXISTING else time.perf_counter() - loaded.started,
             skipped=skipped,
+            skipped_reason=reason,
+            noise_sigma_in=loaded.noise_in,
+            noise_sigma_out=noise_out,
             reference=row.get("reference") or ("<dataset>" if row.get("reference_bytes") else ""),
             meta=row.get("meta") or "{}",
         )
         return result
+
+    def _copy_through(self, loaded: _Loaded) -> np.ndarray:
+        """Write a clean input to its output unchanged; returns the pixels written (the
+        decoded input itself when its bytes were copied)."""
+        row, noisy = loaded.row, loaded.noisy
+        assert noisy is not None
+        uri = storage.join(self.output_root, *row["output_key"].split("/"))
+        if loaded.verbatim:
+            storage.write_bytes_atomic(uri, loaded.data)
+            return noisy
+        ext = posixpath.splitext(row["output_key"])[1].lower()
+        written = encodable(noisy, ext)
+        data = metadata.embed(codecs.encode_image(written, ext), ext, loaded.file_metadata)
+        storage.write_bytes_atomic(uri, data)
+        if ext in LOSSY_FORMATS:
+            written = codecs.decode_image(data, apply_exif=False)
+        return written
 
     @staticmethod
     def error_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -694,7 +796,18 @@ class BulkProcessor:
             "output_key": row["output_key"],
             "error": reason or type(exc).__name__,
             **dict.fromkeys(
-                ("psnr", "mse", "ssim", "input_psnr", "input_mse", "input_ssim", "change_rms"), nan
+                (
+                    "psnr",
+                    "mse",
+                    "ssim",
+                    "input_psnr",
+                    "input_mse",
+                    "input_ssim",
+                    "change_rms",
+                    "noise_sigma_in",
+                    "noise_sigma_out",
+                ),
+                nan,
             ),
             "height": 0,
             "width": 0,
@@ -702,12 +815,13 @@ class BulkProcessor:
             "bit_depth": 0,
             "seconds": 0.0,
             "skipped": False,
+            "skipped_reason": "",
             "reference": row.get("reference") or "",
             "meta": row.get("meta") or "{}",
         }
 
     def _denoise(self, loaded: _Loaded) -> np.ndarray | None:
-        if loaded.existing is not None:
+        if loaded.existing is not None or loaded.clean:
             return None
         assert loaded.noisy is not None
         return denoise_array(self.denoise_fn, loaded.noisy, self.strength)
@@ -791,6 +905,7 @@ def metrics_records(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if rec["psnr_gain"] is not None and not math.isfinite(rec["psnr_gain"]):
             rec["psnr_gain"] = None
         rec["reference"] = rec["reference"] or None
+        rec["skipped_reason"] = rec["skipped_reason"] or None
         records.append(rec)
     return sorted(records, key=lambda rec: rec["key"])
 
@@ -857,14 +972,23 @@ def summarize(
     infinite PSNR is left out of the means), per-group means and throughput.
 
     ``megapixels`` and ``mp_per_s`` count the images denoised by this run (not the
-    skipped ones) over the whole wall time of the run.
+    skipped ones) over the whole wall time of the run. ``skipped`` counts both the
+    images whose output existed (``skipped_existing``) and the clean ones copied
+    through by ``--skip-below`` (``skipped_clean``). ``noise_sigma_*_mean`` are the
+    no-reference noise estimates (0-255 scale); ``noise_removed_mean`` is the mean of
+    input minus output over the images denoised now.
     """
     done = [r for r in records if not r["skipped"]]
     megapixels = sum(r["megapixels"] for r in done)
+    clean = sum(
+        1 for r in records if (r.get("skipped_reason") or "").startswith(CLEAN_REASON_PREFIX)
+    )
     summary: dict[str, Any] = {
         "count": len(records),
         "denoised": len(done),
         "skipped": len(records) - len(done),
+        "skipped_existing": len(records) - len(done) - clean,
+        "skipped_clean": clean,
         "errors": len(errors),
         "with_reference": sum(1 for r in records if r["psnr"] is not None),
     }
@@ -877,6 +1001,10 @@ def summarize(
     summary["psnr_gain_mean"] = _mean(r["psnr_gain"] for r in records)
     summary["psnr_gain_median"] = _median(r["psnr_gain"] for r in records)
     summary["change_rms_mean"] = _mean(r["change_rms"] for r in records)
+    summary["noise_sigma_in_mean"] = _mean(r.get("noise_sigma_in") for r in records)
+    summary["noise_sigma_in_median"] = _median(r.get("noise_sigma_in") for r in records)
+    summary["noise_sigma_out_mean"] = _mean(r.get("noise_sigma_out") for r in records)
+    summary["noise_removed_mean"] = _mean(noise_removed(r) for r in done)
     groups: dict[str, dict[str, Any]] = {}
     for col in group_columns(records):
         by_value: dict[str, list[dict[str, Any]]] = {}
@@ -902,6 +1030,12 @@ def summarize(
     return summary
 
 
+def noise_removed(record: dict[str, Any]) -> float | None:
+    """Estimated input noise minus output noise (0-255 scale), None if either is unknown."""
+    a, b = record.get("noise_sigma_in"), record.get("noise_sigma_out")
+    return None if a is None or b is None else a - b
+
+
 def summary_json(summary: dict[str, Any]) -> bytes:
     """Strict JSON (non-finite numbers become null)."""
 
@@ -921,11 +1055,21 @@ def summary_line(summary: dict[str, Any]) -> str:
     gain = summary.get("psnr_gain_mean")
     gain_text = f"{gain:+.2f} dB" if gain is not None else "n/a (no reference)"
     mp_s = summary.get("mp_per_s")
-    skipped = f" ({summary['skipped']} already done)" if summary.get("skipped") else ""
+    notes = []
+    if summary.get("skipped_existing", summary.get("skipped")):
+        notes.append(f"{summary.get('skipped_existing', summary.get('skipped'))} already done")
+    if summary.get("skipped_clean"):
+        notes.append(f"{summary['skipped_clean']} below --skip-below copied unchanged")
+    skipped = f" ({', '.join(notes)})" if notes else ""
+    noise = summary.get("noise_sigma_in_mean")
+    noise_text = "" if noise is None else f", mean estimated noise {noise:.1f}/255 in"
+    out_noise = summary.get("noise_sigma_out_mean")
+    if noise is not None and out_noise is not None:
+        noise_text += f" -> {out_noise:.1f} out"
     return (
         f"run: {summary['count']} images{skipped}, {summary['megapixels']:.2f} MP in "
         f"{summary['seconds']:.1f} s, {mp_s or 0:.3f} MP/s, {summary['errors']} errors, "
-        f"mean PSNR gain {gain_text}"
+        f"mean PSNR gain {gain_text}{noise_text}"
     )
 
 
@@ -960,9 +1104,10 @@ def load_sample(
     record: dict[str, Any], plan: Plan, output_root: str, item_by_key: dict[str, WorkItem]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(noisy, output, reference or None) of one image, decoded, for the report."""
+    # Outputs are upright (orientation 1 or none) but for --skip-below copies, which
+    # keep their input's tag: read upright, like the input.
     out = codecs.decode_image(
-        storage.read_bytes(storage.join(output_root, *record["output_key"].split("/"))),
-        apply_exif=False,
+        storage.read_bytes(storage.join(output_root, *record["output_key"].split("/")))
     )
     if plan.source == "parquet":
         row = _parquet_row(plan.parquet_files, record["key"])

@@ -18,15 +18,11 @@ channel. Same crop: +8.9 dB. The draw is seeded, so a rerun gives the same outpu
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-# 3x3 second-difference kernel of Immerkaer (1996): zero on planes, so what it
-# returns on a smooth image is noise; its weights' norm is 6.
-_LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-_MAD_TO_SIGMA = 1.0 / 0.6745  # median absolute deviation of N(0, 1) is 0.6745
-_SAMPLE_TILE = 256  # noise is estimated on at most _SAMPLE_TILES crops of this size
-_SAMPLE_TILES = 64
+from .noise_estimate import laplacian_sigma as estimate_noise_sigma
+
+__all__ = ["estimate_noise_sigma", "is_grey", "model_input", "model_output"]
 
 
 def is_grey(rgb: np.ndarray) -> bool:
@@ -40,33 +36,6 @@ def is_grey(rgb: np.ndarray) -> bool:
     return bool(
         np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
     )
-
-
-def _crops(grey: np.ndarray) -> list[np.ndarray]:
-    """Evenly spread crops covering at most _SAMPLE_TILES tiles: the estimate of a
-    100 MP image costs no more than that of a 4 MP one."""
-    h, w = grey.shape
-    if h * w <= _SAMPLE_TILE * _SAMPLE_TILE * _SAMPLE_TILES:
-        return [grey]
-    per_side = int(np.sqrt(_SAMPLE_TILES))
-    ys = np.linspace(0, max(0, h - _SAMPLE_TILE), per_side).astype(int)
-    xs = np.linspace(0, max(0, w - _SAMPLE_TILE), per_side).astype(int)
-    return [grey[y : y + _SAMPLE_TILE, x : x + _SAMPLE_TILE] for y in ys for x in xs]
-
-
-def estimate_noise_sigma(grey: np.ndarray) -> float:
-    """Standard deviation of the noise of an HxW float image, robustly: the median
-    absolute second difference (edges and texture are a minority of pixels, so the
-    median sees noise). 0 for images under 3x3 pixels."""
-    residuals = []
-    for crop in _crops(np.asarray(grey, dtype=np.float32)):
-        if min(crop.shape) < 3:
-            continue
-        r = cv2.filter2D(crop, cv2.CV_32F, _LAPLACE, borderType=cv2.BORDER_REFLECT)
-        residuals.append(np.abs(r[1:-1, 1:-1]).ravel())
-    if not residuals:
-        return 0.0
-    return float(np.median(np.concatenate(residuals))) * _MAD_TO_SIGMA / 6.0
 
 
 def model_input(grey: np.ndarray, sigma: float | None = None, seed: int = 0) -> np.ndarray:

@@ -1,7 +1,8 @@
 """``report.html`` of a ``denoise run``: one self-contained file (figures embedded as
 base64 PNG), readable from a bucket or a laptop alike.
 
-Contents: the summary table, a PSNR histogram (denoised against noisy input),
+Contents: the summary table, histograms of the estimated noise of the inputs and of
+the noise removed (no reference needed), a PSNR histogram (denoised against noisy input),
 the PSNR gain per group (SIDD phone / ISO / brightness, or folder), and
 side-by-side noisy / denoised / ground-truth crops of the best, median and
 worst images, like the original notebook's figure. Without ground truth the
@@ -66,6 +67,66 @@ def psnr_histogram(records: Sequence[dict[str, Any]]) -> bytes | None:
     ax.set_ylabel("images")
     ax.legend()
     ax.set_title("Per-image PSNR against the reference")
+    return _png(fig)
+
+
+def noise_histogram(
+    records: Sequence[dict[str, Any]], skip_below: float | None = None
+) -> bytes | None:
+    """Two histograms of the no-reference noise estimates (0-255 scale): the inputs' noise
+    (outputs' overlaid, ``--skip-below`` marked), and the noise removed, input minus
+    output, of the images denoised now. None without estimates."""
+    from matplotlib.ticker import MaxNLocator
+
+    inp = _finite(r.get("noise_sigma_in") for r in records)
+    if inp.size == 0:
+        return None
+    out = _finite(r.get("noise_sigma_out") for r in records)
+    removed = _finite(
+        r["noise_sigma_in"] - r["noise_sigma_out"]
+        for r in records
+        if not r.get("skipped")
+        and r.get("noise_sigma_in") is not None
+        and r.get("noise_sigma_out") is not None
+    )
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    hi = float(max(inp.max(), out.max() if out.size else 0.0))
+    bins = np.linspace(0.0, max(hi, 1.0) * 1.05, min(40, max(8, inp.size)) + 1)
+    style = {"bins": bins, "alpha": 0.5, "edgecolor": "black", "linewidth": 0.6}
+    left.hist(inp, label=f"input (mean {inp.mean():.2f})", color="tab:red", **style)
+    if out.size:
+        left.hist(out, label=f"output (mean {out.mean():.2f})", color="tab:blue", **style)
+    if skip_below is not None:
+        left.axvline(skip_below, color="black", linestyle="--", linewidth=1)
+        left.text(
+            skip_below,
+            0.97,
+            " --skip-below",
+            transform=left.get_xaxis_transform(),
+            va="top",
+            fontsize=8,
+        )
+    left.set_xlabel("estimated noise sigma (0-255)")
+    left.set_ylabel("images")
+    left.set_title("Noise of the inputs and outputs")
+    left.legend()
+    if removed.size:
+        lo, top = float(min(removed.min(), 0.0)), float(max(removed.max(), 0.0))
+        rbins = np.linspace(lo - 0.5, top + 0.5, min(40, max(8, removed.size)) + 1)
+        right.hist(
+            removed, bins=rbins, color="tab:green", edgecolor="black", linewidth=0.6, alpha=0.7
+        )
+        right.axvline(0, color="black", linewidth=0.8)
+        right.set_title(f"Noise removed, input - output (mean {removed.mean():.2f})")
+    else:
+        right.text(0.5, 0.5, "no image denoised in this run", ha="center", va="center")
+        right.set_title("Noise removed, input - output")
+    right.set_xlabel("sigma removed (0-255)")
+    right.set_ylabel("images")
+    for ax in (left, right):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -164,7 +225,8 @@ def _fmt(value) -> str:
 _SUMMARY_ROWS = (
     ("images with output", "count"),
     ("denoised now", "denoised"),
-    ("skipped (output existed)", "skipped"),
+    ("skipped (output existed)", "skipped_existing"),
+    ("copied unchanged (noise below --skip-below)", "skipped_clean"),
     ("errors", "errors"),
     ("with reference", "with_reference"),
     ("PSNR mean (dB)", "psnr_mean"),
@@ -176,6 +238,11 @@ _SUMMARY_ROWS = (
     ("MSE mean", "mse_mean"),
     ("input MSE mean", "input_mse_mean"),
     ("change RMS mean", "change_rms_mean"),
+    ("input noise sigma mean (estimated, 0-255)", "noise_sigma_in_mean"),
+    ("input noise sigma median", "noise_sigma_in_median"),
+    ("output noise sigma mean", "noise_sigma_out_mean"),
+    ("noise removed mean (input - output, denoised now)", "noise_removed_mean"),
+    ("--skip-below (noise sigma)", "skip_below"),
     ("megapixels denoised", "megapixels"),
     ("seconds", "seconds"),
     ("MP/s", "mp_per_s"),
@@ -220,6 +287,19 @@ def render_html(
         "SSIM from scikit-image (7×7 window). Gain = PSNR of the output minus PSNR of the "
         "noisy input.</p>"
     )
+    noise = noise_histogram(records, summary.get("skip_below"))
+    if noise:
+        parts.append("<h2>Noise (estimated without reference)</h2>")
+        parts.append(
+            "<p class='note'>Noise sigma on the 0-255 scale, estimated from each image alone "
+            "(wavelet median absolute deviation, Donoho &amp; Johnstone 1994, per colour "
+            "channel, averaged). On photos with synthetic Gaussian noise it is within 10% "
+            "from sigma 15 up; below, texture counts as noise (up to 15% high at sigma 10, "
+            "32% at 5). It "
+            "sees fine-scale noise only: an over-smoothed output reads low too. Removed = "
+            "input minus output, over the images denoised in this run.</p>"
+        )
+        parts.append(_img_tag(noise, "noise histograms"))
     hist = psnr_histogram(records)
     gains = gain_by_group(summary)
     if hist or gains:

@@ -88,6 +88,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how much noise to remove, in [0, 1]: 1 (default) is the model's output, 0 the "
         "input unchanged, between blends output*S + input*(1-S) before rounding",
     )
+    p.add_argument(
+        "--skip-below",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="copy images whose estimated noise sigma (0-255 scale, wavelet MAD, in "
+        "metrics.parquet as noise_sigma_in) is below SIGMA through unchanged instead of "
+        "denoising them (bytes as they are when the output keeps the input's format); "
+        "recorded with skipped_reason. Default: denoise every image",
+    )
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per model actor (may be < 1)")
     p.add_argument(
         "--concurrency",
@@ -171,6 +181,7 @@ class DenoiseActor:
         precision: str = "auto",
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
         strength: float = 1.0,
+        skip_below: float | None = None,
     ) -> None:
         import tensorflow as tf
 
@@ -196,6 +207,7 @@ class DenoiseActor:
             threads=threads,
             max_megapixels=max_megapixels,
             strength=strength,
+            skip_below=skip_below,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -302,6 +314,7 @@ def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]
             "precision": args.precision,
             "max_megapixels": args.max_megapixels,
             "strength": args.strength,
+            "skip_below": args.skip_below,
         },
         batch_size=args.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -328,6 +341,11 @@ def _validate(args: argparse.Namespace) -> str | None:
         return (
             f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
             f"got {args.strength:g}"
+        )
+    if args.skip_below is not None and not 0.0 <= args.skip_below < float("inf"):
+        return (
+            "--skip-below must be a noise sigma >= 0 on the 0-255 scale (e.g. 2 for clean "
+            f"photos), got {args.skip_below:g}"
         )
     return None
 
@@ -441,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
             "layout": plan.layout,
             "format": fmt,
             "strength": args.strength,
+            "skip_below": args.skip_below,
             "tiling": f"{args.tile} / {args.overlap}",
             "tile": args.tile,
             "overlap": args.overlap,

@@ -569,7 +569,64 @@ def test_summary_groups_and_report_without_reference(tmp_path):
         samples.append((label, rec, noisy, denoised, None))
     assert [s[0] for s in samples] == ["most changed", "median change", "least changed"]
     html = report.render_html(bulk.summarize(records, [], seconds=1.0), records, [], samples)
-    assert "before / after" in html and len(report_images(html)) == 1
+    # The noise histograms need no reference: they and the crops are the figures.
+    assert "before / after" in html and len(report_images(html)) == 2
+    assert "Noise (estimated without reference)" in html
+
+
+def test_skip_below_copies_clean_inputs_unchanged_and_records_why(tmp_path):
+    """``skip_below``: inputs whose estimated noise is below it are copied through byte
+    for byte (EXIF orientation and all) and never reach the model; the others are
+    denoised. Every image gets input and output noise estimates on the 0-255 scale."""
+    from denoise_core import codecs
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    write(src / "clean.png", smooth(64, 80))
+    write_exif_jpeg(src / "clean_turned.jpg", smooth(48, 64, seed=2), orientation=6)
+    write(src / "noisy.png", noisy_of(smooth(64, 80, seed=3), sigma=0.08))  # 20.4 / 255
+    calls: list = []
+    results = process(src, out, calls=calls, skip_below=3.0)
+    assert calls == [(64, 80, 3)]  # only the noisy image went through the model
+    for key in ("clean.png", "clean_turned.jpg"):
+        r = results[key]
+        assert (out / key).read_bytes() == (src / key).read_bytes()
+        assert r["skipped"] and r["noise_sigma_in"] < 3.0
+        assert (
+            r["skipped_reason"].startswith("input noise")
+            and "--skip-below 3" in r["skipped_reason"]
+        )
+        assert r["noise_sigma_out"] == r["noise_sigma_in"] and r["change_rms"] == 0.0
+    noisy = results["noisy.png"]
+    assert not noisy["skipped"] and noisy["skipped_reason"] == ""
+    assert noisy["noise_sigma_in"] == pytest.approx(0.08 * 255, rel=0.1)
+    # fake_denoise scales the image, and so its noise, by 0.9.
+    assert noisy["noise_sigma_out"] == pytest.approx(0.9 * noisy["noise_sigma_in"], rel=0.03)
+    records = bulk.metrics_records(results.values())
+    table = bulk.metrics_table(records)
+    assert table.column("skipped_reason").to_pylist()[2] is None  # sorted: noisy.png last
+    summary = bulk.summarize(records, [], seconds=1.0, extra={"skip_below": 3.0})
+    assert (summary["denoised"], summary["skipped_clean"], summary["skipped_existing"]) == (1, 2, 0)
+    assert summary["noise_removed_mean"] == pytest.approx(
+        noisy["noise_sigma_in"] - noisy["noise_sigma_out"]
+    )
+    assert "2 below --skip-below copied unchanged" in bulk.summary_line(summary)
+    # Resumed: every output exists; the turned JPEG copy is read upright like its input.
+    again = process(src, out, calls=calls, skip_below=3.0)
+    assert len(calls) == 1 and not any(r["error"] for r in again.values())
+    assert {r["skipped_reason"] for r in again.values()} == {bulk.SKIPPED_EXISTING}
+    # Another output format: the input's pixels, re-encoded (upright, lossless PNG).
+    plan = bulk.plan_run(str(src), str(tmp_path / "png"), fmt=".png")
+    proc = bulk.BulkProcessor(fake_denoise, str(tmp_path / "png"), threads=0, skip_below=3.0)
+    by_key = {r["key"]: r for r in proc.process([asdict(it) for it in plan.items])}
+    assert by_key["clean_turned.jpg"]["skipped"]
+    upright = codecs.decode_image((src / "clean_turned.jpg").read_bytes())
+    np.testing.assert_array_equal(read(tmp_path / "png" / "clean_turned.png"), upright)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_skip_below_must_be_a_sigma_of_zero_or_more(value):
+    with pytest.raises(ValueError, match="skip_below"):
+        bulk.BulkProcessor(fake_denoise, "unused", skip_below=value)
 
 
 # --------------------------------------------------------------------------
@@ -613,6 +670,15 @@ def test_strength_outside_zero_to_one_is_one_line_before_ray(value, tmp_path, mo
     assert run(tmp_path, tmp_path / "out", "--strength", value) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --strength must be in [0, 1]"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_skip_below_negative_is_one_line_before_ray(value, tmp_path, monkeypatch, capsys):
+    fx.forbid_ray_start(monkeypatch, run_job)
+    assert run(tmp_path, tmp_path / "out", "--skip-below", value) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --skip-below must be a noise sigma"), err
     assert not (tmp_path / "out").exists()
 
 
@@ -697,7 +763,7 @@ def test_local_run_end_to_end(mixed, tiny_model, tmp_path, capsys):
         assert summary[name] is not None, name
     html = (out / bulk.REPORT_NAME).read_text()
     figures = report_images(html)
-    assert len(figures) == 3  # PSNR histogram, gain per folder, crops
+    assert len(figures) == 4  # noise histograms, PSNR histogram, gain per folder, crops
     assert all(f.startswith(b"\x89PNG") for f in figures)
     for label in ("best", "median", "worst", "bad/empty.png"):
         assert label in html
@@ -756,7 +822,7 @@ def test_s3_run_with_suffix_pairs(tiny_model, s3_bucket, tmp_path):
     assert summary["reference_source"] == "pairs layout" and summary["with_reference"] == 3
     listed = {p.split("/run1/", 1)[1] for p in fs.find(out.removeprefix("s3://"))}
     assert listed == {*keys, *bulk.RUN_FILES}  # nothing else, no temporary objects
-    assert len(report_images(storage.read_bytes(f"{out}/report.html").decode())) == 3
+    assert len(report_images(storage.read_bytes(f"{out}/report.html").decode())) == 4
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -804,7 +870,7 @@ def test_ingested_dataset_as_input(tiny_model, tmp_path):
         assert row["phone"] == scene.split("_")[2] and row["iso"] == int(scene.split("_")[3])
     assert set(summary["groups"]) == {"phone", "iso", "brightness"}
     html = (out / bulk.REPORT_NAME).read_text()
-    assert len(report_images(html)) == 3 and "By phone" in html
+    assert len(report_images(html)) == 4 and "By phone" in html
 
 
 def test_report_figures_are_pngs_of_the_right_kind():
@@ -848,3 +914,23 @@ def test_run_strength_and_metadata_reach_the_actors(tiny_model, tmp_path):
         assert got.get_ifd(0x8769).get(0x9003) == "2021:05:06 07:08:09"
         assert dict(got.get_ifd(0x8825)) == {1: "N", 2: (52.0, 31.0, 12.5)}
         assert im.info.get("icc_profile") == icc
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_skip_below_through_the_actors(tiny_model, tmp_path):
+    """``--skip-below`` reaches the actors: the clean image is copied byte for byte, the
+    noisy one denoised; metrics, summary and the no-reference report say so."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write(src / "clean.png", smooth(48, 64))
+    write(src / "noisy.png", noisy_of(smooth(48, 64, seed=4)))
+    assert run(src, out, "--model", tiny_model, "--skip-below", "3", "--layout", "none", *TILE) == 0
+    summary, metrics, errors = read_outputs(str(out))
+    assert not errors and summary["skip_below"] == 3.0
+    assert (summary["denoised"], summary["skipped_clean"]) == (1, 1)
+    assert (out / "clean.png").read_bytes() == (src / "clean.png").read_bytes()
+    assert metrics["clean.png"]["skipped_reason"].startswith("input noise")
+    assert metrics["noisy.png"]["skipped_reason"] is None
+    assert metrics["noisy.png"]["noise_sigma_in"] > 10 > metrics["clean.png"]["noise_sigma_in"]
+    assert summary["noise_sigma_in_mean"] is not None
+    html = (out / bulk.REPORT_NAME).read_text()
+    assert "Noise (estimated without reference)" in html and "noise below --skip-below" in html
