@@ -50,6 +50,11 @@ __all__ = [
     "synthesize",
 ]
 
+# What `denoise train` synthesises on clean rows by default (unet-v9's recipe): half the
+# samples phone-like (isp, isp with JPEG, the mixed degradations), a third blind
+# Gaussian (keeps Gaussian denoising and light noise), a sixth the simple camera model.
+DEFAULT_TRAINING_NOISE = "isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;camera"
+
 # Ranges sample_camera_params draws from (documented there).
 SHOT_RANGE = (1e-4, 1e-2)
 READ_RANGE = (1e-3, 3e-2)

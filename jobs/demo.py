@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             "--patch", "64",
             "--warmup-steps", "20",
             "--lr", "2e-3",
+            "--noise", "gaussian:0-55;camera",  # the demo's photos carry camera noise
         ]
     )  # fmt: skip
     if code:

@@ -28,6 +28,7 @@ from typing import Any
 import ray
 
 from denoise_core import manifest, storage
+from denoise_core.noise import DEFAULT_TRAINING_NOISE
 from denoise_core.training import LOSSES, PRECISIONS, SCHEDULES, STATE_FILE
 from jobs import quiet
 from jobs.common import fail, init_ray, job_main
@@ -94,8 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--noise",
-        default="gaussian:0-55;camera",
-        help="noise for clean-only rows; specs joined by ';' are mixed (see denoise_core.noise)",
+        default=DEFAULT_TRAINING_NOISE,
+        help="noise for clean-only rows; specs joined by ';' are mixed (see denoise_core.noise; "
+        "default %(default)s: phone-camera noise, blind Gaussian and the simple camera model)",
     )
     p.add_argument("--loss", choices=LOSSES, default="l1")
     p.add_argument("--lr", type=float, default=1e-3)
