@@ -31,6 +31,7 @@ from denoise_core.shards import (
     DEFAULT_TARGET_FILE_BYTES,
     ERRORS_SCHEMA,
 )
+from jobs import preflight
 from jobs.common import fail, init_ray, job_main
 
 
@@ -157,7 +158,9 @@ def _memory_per_task(items: list[Item]) -> int:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     args.src, args.dst = storage.absolute(args.src), storage.absolute(args.dst)
-    problem = _check_places(args.src, args.dst)
+    problem = _check_places(args.src, args.dst) or preflight.check_remote_reachable(
+        [args.src, args.dst]
+    )
     if problem:
         return fail(problem)
     if args.patch is not None and args.patch <= 0:

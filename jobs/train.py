@@ -30,7 +30,7 @@ import ray
 from denoise_core import manifest, storage
 from denoise_core.noise import DEFAULT_TRAINING_NOISE
 from denoise_core.training import LOSSES, PRECISIONS, SCHEDULES, STATE_FILE
-from jobs import quiet
+from jobs import preflight, quiet
 from jobs.common import fail, init_ray, job_main
 
 RAY_DIR = "ray"  # RUN/ray/attempt-NNN/checkpoint_*: one Ray Train run per invocation
@@ -588,6 +588,11 @@ def run(args: argparse.Namespace) -> int:
     args.storage = storage.absolute(args.storage)
     args.val = storage.absolute(args.val) if args.val else None
     args.init_from = storage.absolute(args.init_from) if args.init_from else None
+    message = preflight.check_remote_reachable(
+        [d.rsplit("@", 1)[0] for d in args.data] + [args.storage, args.val, args.init_from]
+    )
+    if message:
+        return fail(message)
     if args.grow and not args.init_from:
         return fail("--grow needs --init-from (the trained model to grow)")
     if args.batch_size % args.workers:

@@ -187,6 +187,22 @@ def test_run_unreachable_s3_is_one_line_within_seconds(tmp_path, capsys, dead_s3
     assert time.time() - start < 15
 
 
+def test_ingest_and_train_unreachable_s3_is_one_line_within_seconds(
+    tmp_path, capsys, monkeypatch, dead_s3
+):
+    from jobs import ingest as ingest_job
+
+    fx.forbid_ray_start(monkeypatch, ingest_job)
+    start = time.time()
+    assert ingest_job.main(["s3://bucket/photos", str(tmp_path / "dst")]) == 2
+    assert f"cannot reach the S3 endpoint {dead_s3}" in one_error_line(capsys)
+    argv = ["--data", "s3://bucket/sidd@0.5", "--storage", str(tmp_path / "run")]
+    assert train_job.main(argv) == 2
+    assert f"cannot reach the S3 endpoint {dead_s3}" in one_error_line(capsys)
+    assert time.time() - start < 30
+    assert not (tmp_path / "dst").exists()
+
+
 def test_storage_errors_become_one_line():
     from botocore.exceptions import ClientError, NoCredentialsError
 
