@@ -54,9 +54,12 @@ ERRORS_NAME = "errors.parquet"
 REPORT_NAME = "report.html"
 RUN_FILES = (METRICS_NAME, SUMMARY_NAME, ERRORS_NAME, REPORT_NAME)
 
-OUTPUT_FORMATS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-LOSSY_FORMATS = (".jpg", ".jpeg")  # OpenCV's WebP default (quality 100) is lossless
-DEPTH16_FORMATS = (".png", ".tif", ".tiff")
+OUTPUT_FORMATS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
+KEEP_FORMAT = "keep"  # --format keep (the default): each output in its input's format
+# OpenCV's WebP default (quality 100) is lossless; HEIC is x265 at --heic-quality.
+LOSSY_FORMATS = (".jpg", ".jpeg", ".heic", ".heif")
+# Formats that keep a 16-bit result deeper than 8 bits (HEIC as 10-bit).
+DEPTH16_FORMATS = (".png", ".tif", ".tiff", ".heic", ".heif")
 GROUP_COLUMNS = ("phone", "iso", "brightness")
 _TMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")  # storage.write_bytes_atomic's temporary names
 
@@ -148,12 +151,13 @@ def _hidden(key: str) -> bool:
 
 
 def normalize_format(fmt: str | None) -> str | None:
-    """``png`` / ``.PNG`` -> ``.png``; None keeps each input's own format."""
-    if not fmt:
+    """``png`` / ``.PNG`` -> ``.png``; None (``keep``, empty) keeps each input's own format."""
+    if not fmt or fmt.lower() == KEEP_FORMAT:
         return None
     ext = "." + fmt.lower().lstrip(".")
     if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"unsupported --format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+        choices = ", ".join((KEEP_FORMAT, *OUTPUT_FORMATS))
+        raise ValueError(f"unsupported --format {fmt!r}; choose one of {choices}")
     return ext
 
 
@@ -486,6 +490,8 @@ _EXT_FORMAT = {
     ".tiff": "TIFF",
     ".bmp": "BMP",
     ".webp": "WEBP",
+    ".heic": "HEIF",  # pillow-heif's plugin, registered by codecs
+    ".heif": "HEIF",
 }
 
 
@@ -550,7 +556,8 @@ def denoise_array(
 
 
 def encodable(image: np.ndarray, ext: str) -> np.ndarray:
-    """16-bit results for 8-bit-only formats (BMP, WebP, JPEG) are reduced to 8 bits."""
+    """16-bit results for 8-bit-only formats (BMP, WebP, JPEG) are reduced to 8 bits (HEIC
+    keeps them: written 10-bit)."""
     if image.dtype == np.uint16 and ext not in DEPTH16_FORMATS:
         return (image >> 8).astype(np.uint8)
     return image
@@ -637,8 +644,12 @@ class BulkProcessor:
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
         strength: float = 1.0,
         skip_below: float | None = None,
+        jpeg_quality: int = 95,
+        heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
     ) -> None:
         check_strength(strength)
+        self.jpeg_quality = jpeg_quality
+        self.heic_quality = heic_quality
         check_skip_below(skip_below)
         self.denoise_fn = denoise_fn
         self.strength = strength
@@ -708,7 +719,9 @@ class BulkProcessor:
                 loaded.verbatim = True
                 return loaded  # copied byte for byte: metadata and all
         if loaded.existing is None:  # it will be written: with the input's metadata
-            turned = codecs.exif_orientation(data) != 1  # decode_image turned the pixels
+            # decode_image turned the pixels (HEIF: libheif did, by the container's
+            # transforms; the EXIF tag an iPhone also writes must then say 1)
+            turned = codecs.is_heif(data) or codecs.exif_orientation(data) != 1
             size = (loaded.noisy.shape[1], loaded.noisy.shape[0])
             loaded.file_metadata = metadata.capture(data, upright_size=size if turned else None)
         return loaded
@@ -738,9 +751,7 @@ class BulkProcessor:
         else:
             ext = posixpath.splitext(row["output_key"])[1].lower()
             written = encodable(output, ext)
-            data = codecs.encode_image(written, ext)
-            if loaded.file_metadata is not None:
-                data = metadata.embed(data, ext, loaded.file_metadata)
+            data = self._encode(written, ext, loaded.file_metadata)
             uri = storage.join(self.output_root, *row["output_key"].split("/"))
             storage.write_bytes_atomic(uri, data)
             if ext in LOSSY_FORMATS:  # score what is on disk, as a resumed run would
@@ -781,11 +792,16 @@ class BulkProcessor:
             return noisy
         ext = posixpath.splitext(row["output_key"])[1].lower()
         written = encodable(noisy, ext)
-        data = metadata.embed(codecs.encode_image(written, ext), ext, loaded.file_metadata)
+        data = self._encode(written, ext, loaded.file_metadata)
         storage.write_bytes_atomic(uri, data)
         if ext in LOSSY_FORMATS:
             written = codecs.decode_image(data, apply_exif=False)
         return written
+
+    def _encode(self, image: np.ndarray, ext: str, meta: metadata.Metadata | None) -> bytes:
+        return metadata.encode(
+            image, ext, meta, jpeg_quality=self.jpeg_quality, heic_quality=self.heic_quality
+        )
 
     @staticmethod
     def error_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:

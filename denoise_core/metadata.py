@@ -6,7 +6,12 @@ different). Pixels are encoded as before (OpenCV, fpng); :func:`embed` then writ
 input's metadata into the encoded container with exiv2, the metadata library behind
 darktable, digiKam and GIMP, so no pixel is encoded twice and 16-bit PNG and TIFF keep
 theirs too (Pillow cannot write 16-bit RGB). JPEG, PNG, TIFF and WebP outputs carry
-metadata; BMP has nowhere to put it.
+metadata; BMP has nowhere to put it. HEIC/HEIF is the exception: exiv2 reads it (an
+iPhone photo's EXIF, XMP and ICC profile are captured like any other) but cannot write
+it, and libheif cannot add metadata to an encoded file, so :func:`encode` hands the
+metadata to pillow-heif's encoder (:func:`heif_meta`: raw EXIF and XMP packet, as exiv2
+serialises them, and the ICC profile) and the HEIC is written with it in one pass.
+Use :func:`encode` (encode, then embed) for every format.
 
 Orientation: :func:`denoise_core.codecs.decode_image` turns pixels upright by the
 EXIF orientation, so an output whose pixels were turned says orientation 1 (EXIF and
@@ -28,12 +33,12 @@ from typing import Any
 import exiv2
 import numpy as np
 
-from .codecs import encode_image
+from .codecs import DEFAULT_HEIC_QUALITY, HEIF_EXTENSIONS, encode_image
 
 log = logging.getLogger(__name__)
 
 # Output extensions whose containers hold EXIF, XMP and an ICC profile.
-WRITABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+WRITABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", *HEIF_EXTENSIONS)
 
 # Tags of the first IFD (``Exif.Image``) that describe the input's own pixel layout
 # (TIFF baseline and extension tags: size, depth, compression, strips and tiles, chroma
@@ -107,11 +112,60 @@ def _mark_upright(exif, xmp, width: int, height: int) -> None:
         xmp["Xmp.tiff.Orientation"] = "1"
 
 
+def encode(
+    image: np.ndarray,
+    ext: str,
+    meta: Metadata | None,
+    *,
+    jpeg_quality: int = 95,
+    heic_quality: int = DEFAULT_HEIC_QUALITY,
+) -> bytes:
+    """``image`` encoded as ``ext`` with ``meta`` (None: none) in the file: embedded after
+    encoding (:func:`embed`), or for HEIC/HEIF given to the encoder (:func:`heif_meta`)."""
+    ext = ext.lower()
+    if ext in HEIF_EXTENSIONS:
+        return encode_image(image, ext, heic_quality=heic_quality, heif_meta=heif_meta(meta))
+    encoded = encode_image(image, ext, jpeg_quality=jpeg_quality)
+    return encoded if meta is None else embed(encoded, ext, meta)
+
+
+def heif_meta(meta: Metadata | None) -> dict[str, bytes]:
+    """pillow-heif's ``exif``, ``xmp`` and ``icc_profile`` save arguments for ``meta``: the
+    EXIF as a raw TIFF-structured block and the XMP packet, both serialised by exiv2 into
+    the chunks of a 1x1 carrier PNG (eXIf, iTXt), so that they are exactly what a JPEG or
+    PNG output of the same input gets. Empty when there is nothing or it cannot be
+    serialised (with a warning): the HEIC is still written."""
+    if meta is None or not meta.kinds:
+        return {}
+    out = {"icc_profile": meta.icc} if meta.icc else {}
+    if meta.exif is None and meta.xmp is None:
+        return out
+    try:
+        carrier = _exiv2_write(_CARRIER_PNG, meta, icc=False)
+    except Exception as exc:
+        log.warning("metadata not written to HEIC output: %s: %s", type(exc).__name__, exc)
+        return out
+    for kind, start, end in _png_chunks(carrier):
+        body = carrier[start + 8 : end - 4]
+        if kind == b"eXIf":
+            out["exif"] = body
+        elif kind == b"iTXt" and body.startswith(_XMP_ITXT_KEYWORD):
+            # keyword NUL, compression flag, method, language NUL, translated keyword NUL, text
+            compressed = body[len(_XMP_ITXT_KEYWORD)]
+            text = body[len(_XMP_ITXT_KEYWORD) + 2 :].split(b"\x00", 2)[-1]
+            out["xmp"] = zlib.decompress(text) if compressed else text
+    return out
+
+
+_XMP_ITXT_KEYWORD = b"XML:com.adobe.xmp\x00"
+
+
 def embed(encoded: bytes, ext: str, meta: Metadata) -> bytes:
     """``encoded`` (an image file of type ``ext``) with ``meta`` written into it; the same
-    bytes when there is nothing to write or ``ext`` cannot hold it."""
+    bytes when there is nothing to write or ``ext`` cannot hold it (HEIC/HEIF: see
+    :func:`encode`)."""
     ext = ext.lower()
-    if not meta.kinds or ext not in WRITABLE:
+    if not meta.kinds or ext not in WRITABLE or ext in HEIF_EXTENSIONS:
         return encoded
     try:
         return _png_with(encoded, meta) if ext == ".png" else _exiv2_write(encoded, meta)

@@ -17,7 +17,8 @@ import fsspec
 import pyarrow.fs as pafs
 from fsspec.core import url_to_fs
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# Lower case; listings compare lowercased keys, so IMG_0001.HEIC is an image too.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
 
 
 def is_remote(uri: str) -> bool:

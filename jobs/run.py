@@ -76,9 +76,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        default=None,
+        default=bulk.KEEP_FORMAT,
         metavar="EXT",
-        help="output format (png, tif, jpg, webp, bmp; default: each input's own)",
+        help="output format: keep (default: each input's own format), png, tif, jpg, webp, "
+        "bmp, heic",
+    )
+    p.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=95,
+        metavar="Q",
+        help="JPEG output quality, 0-100 (default 95)",
+    )
+    p.add_argument(
+        "--heic-quality",
+        type=int,
+        default=codecs.DEFAULT_HEIC_QUALITY,
+        metavar="Q",
+        help=f"HEIC/HEIF output quality, 0-100 (default {codecs.DEFAULT_HEIC_QUALITY}); 8-bit "
+        "inputs are written 8-bit, deeper ones (16-bit PNG/TIFF, 10-bit HEIC) 10-bit",
     )
     p.add_argument(
         "--strength",
@@ -182,6 +198,8 @@ class DenoiseActor:
         max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
         strength: float = 1.0,
         skip_below: float | None = None,
+        jpeg_quality: int = 95,
+        heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
     ) -> None:
         import tensorflow as tf
 
@@ -208,6 +226,8 @@ class DenoiseActor:
             max_megapixels=max_megapixels,
             strength=strength,
             skip_below=skip_below,
+            jpeg_quality=jpeg_quality,
+            heic_quality=heic_quality,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -315,6 +335,8 @@ def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]
             "max_megapixels": args.max_megapixels,
             "strength": args.strength,
             "skip_below": args.skip_below,
+            "jpeg_quality": args.jpeg_quality,
+            "heic_quality": args.heic_quality,
         },
         batch_size=args.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -342,6 +364,9 @@ def _validate(args: argparse.Namespace) -> str | None:
             f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
             f"got {args.strength:g}"
         )
+    for name in ("jpeg_quality", "heic_quality"):
+        if not 0 <= getattr(args, name) <= 100:
+            return f"--{name.replace('_', '-')} must be in [0, 100], got {getattr(args, name)}"
     if args.skip_below is not None and not 0.0 <= args.skip_below < float("inf"):
         return (
             "--skip-below must be a noise sigma >= 0 on the 0-255 scale (e.g. 2 for clean "
@@ -460,6 +485,8 @@ def run(args: argparse.Namespace) -> int:
             "format": fmt,
             "strength": args.strength,
             "skip_below": args.skip_below,
+            "jpeg_quality": args.jpeg_quality,
+            "heic_quality": args.heic_quality,
             "tiling": f"{args.tile} / {args.overlap}",
             "tile": args.tile,
             "overlap": args.overlap,

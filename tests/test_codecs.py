@@ -144,3 +144,108 @@ def test_every_exif_orientation_decodes_upright_once(fmt, orientation):
         want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     assert codecs.exif_orientation(data) == orientation
     np.testing.assert_array_equal(codecs.decode_image(data), want)
+
+
+# --------------------------------------------------------------------------
+# HEIC/HEIF (pillow-heif): 8- and 10-bit, upright once, listed
+# --------------------------------------------------------------------------
+
+
+def _photo(height: int, width: int, dtype) -> np.ndarray:
+    """A smooth photo-like RGB image (HEIC is lossy: random pixels would not survive)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    base = np.stack(
+        [np.sin(x / 17) + np.cos(y / 11), np.sin((x + y) / 23), np.cos(x / 9 - y / 19)], -1
+    )
+    base = (base - base.min()) / (base.max() - base.min())
+    return np.rint(base * np.iinfo(dtype).max).astype(dtype)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    top = float(np.iinfo(a.dtype).max)
+    mse = np.mean((a.astype(np.float64) / top - b.astype(np.float64) / top) ** 2)
+    return float(10 * np.log10(1 / mse))
+
+
+@pytest.mark.parametrize(("dtype", "depth"), [(np.uint8, 8), (np.uint16, 10)])
+def test_heic_round_trip_keeps_size_depth_and_pixels(dtype, depth):
+    image = _photo(61, 90, dtype)  # odd height: 4:2:0 chroma padding is cropped again
+    data = codecs.encode_image(image, ".heic", heic_quality=95)
+    assert codecs.is_heif(data) and data[8:12] == (b"heic" if depth == 8 else b"heix")
+    import pillow_heif
+
+    assert pillow_heif.open_heif(data, convert_hdr_to_8bit=False).info["bit_depth"] == depth
+    header = codecs.read_header(data)
+    assert (header.width, header.height, header.channels) == (90, 61, 3)
+    assert header.bit_depth == (16 if depth > 8 else 8)
+    decoded = codecs.decode_image(data)
+    assert decoded.shape == image.shape and decoded.dtype == dtype
+    psnr = _psnr(decoded, image)
+    print(f"HEIC {depth}-bit quality 95: PSNR {psnr:.2f} dB, {len(data)} bytes")
+    assert psnr > 40
+
+
+def test_ten_bit_heic_uses_the_full_sixteen_bit_range():
+    # White (1023 in the file) must read 65535, as in a 16-bit PNG, not 1023 << 6 = 65472.
+    white = np.full((16, 16, 3), 65535, np.uint16)
+    decoded = codecs.decode_image(codecs.encode_image(white, ".heic", heic_quality=100))
+    assert decoded.dtype == np.uint16 and int(decoded.min()) == 65535
+
+
+def test_grey_and_rgba_write_as_heic():
+    grey = _photo(32, 32, np.uint8)[..., :1]
+    out = codecs.decode_image(codecs.encode_image(grey, ".heic", heic_quality=95))
+    assert out.shape == (32, 32, 3) and _psnr(out[..., :1], grey) > 40
+    rgba = np.concatenate([_photo(32, 32, np.uint8), np.full((32, 32, 1), 200, np.uint8)], 2)
+    out = codecs.decode_image(codecs.encode_image(rgba, ".heic", heic_quality=95))
+    assert out.shape == (32, 32, 4) and np.abs(out[..., 3].astype(int) - 200).max() <= 2
+
+
+def test_truncated_heic_is_a_decode_error():
+    data = codecs.encode_image(_photo(32, 32, np.uint8), ".heic")
+    with pytest.raises(codecs.ImageDecodeError, match="HEIF"):
+        codecs.decode_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_heic_is_decoded_upright_once(orientation):
+    """An iPhone HEIC stores the rotation as the container's ``irot`` and repeats it in
+    EXIF; libheif applies the first, and the second must not turn the pixels again."""
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    stored = _photo(40, 64, np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    pillow_heif.encode("RGB", (64, 40), stored.tobytes(), buf, quality=95, exif=exif.tobytes())
+    data = buf.getvalue()
+    k = {3: 2, 6: -1, 8: 1}[orientation]  # np.rot90 turns that show it upright
+    want = np.rot90(stored, k=k)
+    for apply_exif in (True, False):  # the container's transforms apply either way
+        decoded = codecs.decode_image(data, apply_exif=apply_exif)
+        assert decoded.shape == want.shape
+        assert _psnr(decoded, want) > 40
+
+
+def test_listing_picks_up_heic_and_heif_in_any_case(tmp_path):
+    from denoise_core import bulk, storage
+
+    for name in ("a.heic", "b.HEIC", "c.heif", "d.HEIF", "e.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [
+        p.rsplit("/", 1)[-1] for p in storage.walk_files(str(tmp_path), storage.IMAGE_EXTENSIONS)
+    ]
+    assert found == ["a.heic", "b.HEIC", "c.heif", "d.HEIF"]
+    assert bulk.is_image_key("IMG_0001.HEIC")
+
+
+def test_format_keep_is_the_inputs_own_and_heic_is_an_output_format():
+    from denoise_core import bulk
+
+    assert bulk.normalize_format("keep") is None and bulk.normalize_format(None) is None
+    assert bulk.normalize_format("HEIC") == ".heic"
+    assert bulk.output_key("x/IMG_1.HEIC", None) == "x/IMG_1.HEIC"
+    assert bulk.output_key("x/a.png", ".heic") == "x/a.heic"

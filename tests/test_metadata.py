@@ -244,3 +244,104 @@ def test_format_change_carries_metadata_without_the_tiff_layout():
         assert ex.get_ifd(0x8769).get(0x9003) == DATE and dict(ex.get_ifd(0x8825)) == GPS
         assert im.info.get("icc_profile") == ICC and "Rating" in pillow_xmp(im)
         assert not {0x0111, 0x0117, 0x0102, 700, 34675} & set(ex)  # strips, depth, XMP, ICC
+
+
+# --------------------------------------------------------------------------
+# HEIC: captured by exiv2, written through pillow-heif's encoder
+# --------------------------------------------------------------------------
+
+
+def heic_with_metadata(pixels: np.ndarray) -> bytes:
+    """An iPhone-like HEIC: rotation 6 in the container (irot) and in EXIF, XMP, ICC."""
+    import pillow_heif
+
+    buf = io.BytesIO()
+    h, w = pixels.shape[:2]
+    mode = "RGB;16" if pixels.dtype == np.uint16 else "RGB"
+    pillow_heif.encode(
+        mode,
+        (w, h),
+        pixels.tobytes(),
+        buf,
+        quality=95,
+        exif=exif().tobytes(),
+        xmp=XMP.encode(),
+        icc_profile=ICC,
+    )
+    return buf.getvalue()
+
+
+def heic_facts(data: bytes) -> dict[str, bool]:
+    """What an HEIC output kept, read back by exiv2 (EXIF, XMP) and pillow-heif (ICC)."""
+    import pillow_heif
+
+    image = exiv2.ImageFactory.open(data)
+    image.readMetadata()
+    ex, xmp = image.exifData(), image.xmpData()
+
+    def value(key: str) -> str:
+        pos = ex.findKey(exiv2.ExifKey(key))
+        return "" if pos == ex.end() else pos.toString()
+
+    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+    return {
+        "date": value("Exif.Photo.DateTimeOriginal") == DATE,
+        "gps": value("Exif.GPSInfo.GPSLatitudeRef") == "N"
+        and value("Exif.GPSInfo.GPSLatitude") == "52/1 31/1 25/2",
+        "camera": value("Exif.Image.Make") == "TestCam",
+        "icc": heif.info.get("icc_profile") == ICC,
+        "xmp": xmp.findKey(exiv2.XmpKey("Xmp.xmp.Rating")) != xmp.end(),
+        "orientation 1": value("Exif.Image.Orientation") == "1",
+    }
+
+
+@pytest.mark.parametrize("source", [".jpg", ".png", ".heic"])
+def test_heic_outputs_keep_exif_xmp_icc_and_are_upright_once(tmp_path, source):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    stored = photo()
+    data = heic_with_metadata(stored) if source == ".heic" else save_with_metadata(stored, source)
+    (src / f"photo{source}").write_bytes(data)
+    plan = bulk.plan_run(str(src), str(out), layout="none", fmt=".heic")
+    proc = bulk.BulkProcessor(identity, str(out), threads=0, heic_quality=95)
+    try:
+        (row,) = proc.process([asdict(it) for it in plan.items])
+    finally:
+        proc.close()
+    assert row["error"] == "" and row["output_key"] == "photo.heic"
+    written = (out / "photo.heic").read_bytes()
+    facts = heic_facts(written)
+    print(
+        source, "-> .heic", " ".join(f"{k}={'kept' if ok else 'LOST'}" for k, ok in facts.items())
+    )
+    assert all(facts.values()), facts
+    pixels = codecs.decode_image(written)
+    want = upright(stored)
+    assert pixels.shape == want.shape  # turned once: not stored, not turned twice
+    assert np.abs(pixels.astype(int) - want).mean() < 6
+
+
+def test_ten_bit_heic_input_stays_ten_bit_with_its_metadata(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    stored = (photo().astype(np.uint16) * 257).astype(np.uint16)
+    (src / "IMG_0001.HEIC").write_bytes(heic_with_metadata(stored))
+    plan = bulk.plan_run(str(src), str(out), layout="none")  # --format keep
+    proc = bulk.BulkProcessor(identity, str(out), threads=0, heic_quality=95)
+    try:
+        (row,) = proc.process([asdict(it) for it in plan.items])
+    finally:
+        proc.close()
+    assert row["error"] == "" and row["bit_depth"] == 16
+    written = (out / "IMG_0001.HEIC").read_bytes()
+    import pillow_heif
+
+    assert pillow_heif.open_heif(written, convert_hdr_to_8bit=False).info["bit_depth"] == 10
+    assert all(heic_facts(written).values())
+    assert codecs.decode_image(written).shape == upright(stored).shape
+
+
+def test_heif_meta_is_empty_without_metadata():
+    assert metadata.heif_meta(None) == {} and metadata.heif_meta(metadata.Metadata()) == {}
+    image = photo()
+    assert codecs.decode_image(metadata.encode(image, ".heic", None)).shape == image.shape

@@ -28,7 +28,7 @@ import pytest
 import s3fs
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from denoise_core import bulk, greyscale, storage
+from denoise_core import bulk, codecs, greyscale, storage
 from jobs import ingest as ingest_job
 from jobs import run as run_job
 
@@ -934,3 +934,34 @@ def test_run_skip_below_through_the_actors(tiny_model, tmp_path):
     assert summary["noise_sigma_in_mean"] is not None
     html = (out / bulk.REPORT_NAME).read_text()
     assert "Noise (estimated without reference)" in html and "noise below --skip-below" in html
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_job_denoises_a_ten_bit_heic_into_a_ten_bit_heic(tiny_model, tmp_path):
+    """``--format keep`` (the default) through Ray: an iPhone-like 10-bit HEIC, turned by
+    its container, comes out a 10-bit HEIC, upright once, its EXIF date kept."""
+    import pillow_heif
+    from PIL import Image
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    stored = noisy_of(smooth(40, 56, depth=16, seed=3), seed=3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769)[0x9003] = "2021:05:06 07:08:09"
+    with open(src / "IMG_0001.HEIC", "wb") as fh:
+        pillow_heif.encode(
+            "RGB;16", (56, 40), stored.tobytes(), fh, quality=95, exif=exif.tobytes()
+        )
+    assert run(src, out, "--model", tiny_model, *TILE) == 0
+    summary, metrics, errors = read_outputs(str(out))
+    assert not errors and metrics["IMG_0001.HEIC"]["bit_depth"] == 16
+    data = (out / "IMG_0001.HEIC").read_bytes()
+    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+    assert heif.info["bit_depth"] == 10
+    decoded = codecs.decode_image(data)
+    assert decoded.shape == (56, 40, 3) and decoded.dtype == np.uint16  # upright, once
+    loaded = Image.Exif()
+    loaded.load(heif.info["exif"])
+    assert loaded.get_ifd(0x8769)[0x9003] == "2021:05:06 07:08:09"
+    assert summary["format"] is None and summary["heic_quality"] == codecs.DEFAULT_HEIC_QUALITY
