@@ -4,12 +4,13 @@ Run as ``python -m jobs.run INPUT OUTPUT …`` under ``ray job submit`` or throu
 ``denoise`` CLI. The driver lists INPUT and plans one small work row per image
 (keys and URIs only). Ray Data streams the rows to an actor pool: each actor
 loads the model once and, per image, reads the bytes, decodes (EXIF orientation
-applied, 8/16-bit, grey, RGBA kept), denoises tile by tile (bounded memory for
-any size), blends the result with the input by ``--strength``, encodes in the
-input's format and depth with the input's EXIF, XMP and ICC profile, writes the output
-atomically under OUTPUT at the input's key, and scores it against the reference. Decoded
-pixels never leave the actor; only result rows (metrics) come back. The driver
-writes ``metrics.parquet``, ``errors.parquet``, ``summary.json`` and ``report.html``.
+applied, 8/16-bit, grey, RGBA kept), denoises tile by tile (the model's memory
+is bounded by the tile; the decoded image by --max-megapixels), blends the result
+with the input by ``--strength``, encodes in the input's format and depth with the
+input's EXIF, XMP and ICC profile, writes the output atomically under OUTPUT at the
+input's key, and scores it against the reference. Decoded pixels never leave the
+actor; only result rows (metrics) come back. The driver writes ``metrics.parquet``,
+``errors.parquet``, ``summary.json`` and ``report.html``.
 
 Re-running skips images whose output exists (their metrics are recomputed from
 the existing file); ``--overwrite`` denoises them again.
