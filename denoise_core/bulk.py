@@ -426,10 +426,8 @@ def rows_to_batch(rows: Sequence[dict[str, Any]]) -> dict[str, list]:
 
 # What the processor returns per image (fixed columns so every Ray block has one schema;
 # NaN for metrics without a reference, "" for no error).
-RESULT_FIELDS = (
-    "key",
-    "output_key",
-    "error",
+# Per-image float metrics: NaN when there is nothing to measure (no reference, an error).
+METRIC_FIELDS = (
     "psnr",
     "mse",
     "ssim",
@@ -439,6 +437,12 @@ RESULT_FIELDS = (
     "change_rms",
     "noise_sigma_in",
     "noise_sigma_out",
+)
+RESULT_FIELDS = (
+    "key",
+    "output_key",
+    "error",
+    *METRIC_FIELDS,
     "height",
     "width",
     "channels",
@@ -811,20 +815,7 @@ class BulkProcessor:
             "key": row["key"],
             "output_key": row["output_key"],
             "error": reason or type(exc).__name__,
-            **dict.fromkeys(
-                (
-                    "psnr",
-                    "mse",
-                    "ssim",
-                    "input_psnr",
-                    "input_mse",
-                    "input_ssim",
-                    "change_rms",
-                    "noise_sigma_in",
-                    "noise_sigma_out",
-                ),
-                nan,
-            ),
+            **dict.fromkeys(METRIC_FIELDS, nan),
             "height": 0,
             "width": 0,
             "channels": 0,
