@@ -11,7 +11,11 @@ reported on the 0-255 scale):
   (horizontal and vertical averaged, channels averaged); white noise has 0,
   demosaiced and smoothed noise clearly more;
 - colour correlation: the correlation between the channels' residuals (R-G, R-B,
-  G-B); a colour matrix mixes them, independent per-channel noise has 0.
+  G-B); a colour matrix mixes them, independent per-channel noise has 0;
+- bias: the mean of ``r`` per level (every other statistic removes each image's
+  mean first). Zero-mean noise has none; clipping of noise in the shadows and a
+  phone that renders its noisy frame darker or tinted than the ground truth do, and
+  a model trained on the wrong bias shifts levels and colours.
 
 Statistics are pooled over all pixels of all images (sums, not per-image means),
 so large images weigh by their size.
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["NoiseStats", "LEVEL_EDGES", "measure", "format_table"]
+__all__ = ["NoiseStats", "LEVEL_EDGES", "measure", "format_bias_table", "format_table"]
 
 LEVEL_EDGES = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0001)  # clean-value bins (shadows finer)
 LAGS = (1, 2)
@@ -38,6 +42,7 @@ class NoiseStats:
     name: str
     std: float = 0.0  # overall, 0-255 scale
     std_by_level: list[float] = field(default_factory=list)  # channel-averaged, per bin
+    mean_by_level: list[float] = field(default_factory=list)  # bias per bin, 0-255 scale
     autocorr: dict[int, float] = field(default_factory=dict)  # lag -> correlation
     cross_corr: dict[str, float] = field(default_factory=dict)  # "RG" -> correlation
     pixels: int = 0
@@ -47,6 +52,7 @@ class NoiseStats:
             "name": self.name,
             "std": round(self.std, 3),
             "std_by_level": [None if np.isnan(v) else round(v, 3) for v in self.std_by_level],
+            "mean_by_level": [None if np.isnan(v) else round(v, 3) for v in self.mean_by_level],
             "autocorr": {str(k): round(v, 4) for k, v in self.autocorr.items()},
             "cross_corr": {k: round(v, 4) for k, v in self.cross_corr.items()},
             "pixels": self.pixels,
@@ -59,6 +65,7 @@ class _Accumulator:
         self.level_sum = np.zeros(bins)
         self.level_sq = np.zeros(bins)
         self.level_n = np.zeros(bins)
+        self.bias_sum = np.zeros(bins)  # residual sums before the per-image mean is removed
         self.lag = {k: np.zeros(3) for k in LAGS}  # sum r*r_shift, sum r^2 (both), n
         self.cross = np.zeros((len(CHANNEL_PAIRS), 3))
         self.total = np.zeros(3)  # sum, sum sq, n
@@ -67,9 +74,10 @@ class _Accumulator:
         r = np.asarray(noisy, np.float64) - np.asarray(clean, np.float64)
         if r.ndim == 2:
             r, clean = r[..., None], np.asarray(clean)[..., None]
-        r = r - r.mean(axis=(0, 1))  # a global offset (exposure mismatch) is not noise
         bins = np.digitize(clean, LEVEL_EDGES[1:-1])
         n_bins = len(LEVEL_EDGES) - 1
+        self.bias_sum += np.bincount(bins.ravel(), r.ravel(), n_bins)
+        r = r - r.mean(axis=(0, 1))  # a global offset (exposure mismatch) is not noise
         self.level_sum += np.bincount(bins.ravel(), r.ravel(), n_bins)
         self.level_sq += np.bincount(bins.ravel(), (r * r).ravel(), n_bins)
         self.level_n += np.bincount(bins.ravel(), minlength=n_bins)
@@ -89,6 +97,10 @@ class _Accumulator:
             float(np.sqrt(max(v, 0.0)) * 255) if c >= 100 else float("nan")
             for v, c in zip(var, self.level_n)
         ]
+        mean_by_level = [
+            float(b / c * 255) if c >= 100 else float("nan")
+            for b, c in zip(self.bias_sum, self.level_n)
+        ]
         total = self.total
         std = float(np.sqrt(max(total[1] / max(total[2], 1), 0.0)) * 255)
         autocorr = {k: float(v[0] / v[1]) if v[1] > 0 else 0.0 for k, v in self.lag.items()}
@@ -96,7 +108,7 @@ class _Accumulator:
         if self.cross[:, 2].any():
             for (c1, c2), (xy, norm, _) in zip(CHANNEL_PAIRS, self.cross):
                 cross["RGB"[c1] + "RGB"[c2]] = float(xy / norm) if norm > 0 else 0.0
-        return NoiseStats(name, std, by_level, autocorr, cross, int(total[2]))
+        return NoiseStats(name, std, by_level, mean_by_level, autocorr, cross, int(total[2]))
 
 
 def measure(name: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> NoiseStats:
@@ -124,4 +136,16 @@ def format_table(rows: list[NoiseStats]) -> str:
             f"{s.cross_corr[k]:.3f}" if k in s.cross_corr else "-" for k in ("RG", "RB", "GB")
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_bias_table(rows: list[NoiseStats]) -> str:
+    """A Markdown table of the mean residual per clean level (0-255 scale), one row each."""
+    edges = LEVEL_EDGES
+    levels = [f"mean@{edges[i]:.2g}-{min(edges[i + 1], 1):.2g}" for i in range(len(edges) - 1)]
+    lines = ["| noise | " + " | ".join(levels) + " |", "|" + "---|" * (len(levels) + 1)]
+    for s in rows:
+        cells = ["-" if np.isnan(v) else f"{v:+.2f}" for v in s.mean_by_level]
+        cells += ["-"] * (len(levels) - len(cells))
+        lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

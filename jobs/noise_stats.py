@@ -85,12 +85,16 @@ def run(args: argparse.Namespace) -> int:
             ]
             rows.append(noise_stats.measure(f"{spec} on {bench_set.name}", synthetic))
     table = noise_stats.format_table(rows)
+    bias = noise_stats.format_bias_table(rows)
     print()
     print(table)
+    print("\nMean of noisy - clean per clean level (bias; 0 for zero-mean noise):\n")
+    print(bias)
     if args.output:
         payload = {"rows": [r.row() for r in rows], "levels": noise_stats.LEVEL_EDGES}
         storage.write_bytes_atomic(args.output + ".json", json.dumps(payload, indent=2).encode())
-        storage.write_bytes_atomic(args.output + ".md", (table + "\n").encode())
+        markdown = f"{table}\n\nMean of noisy - clean per clean level:\n\n{bias}\n"
+        storage.write_bytes_atomic(args.output + ".md", markdown.encode())
         print(f"\nwritten: {args.output}.md, {args.output}.json")
     return 0
 

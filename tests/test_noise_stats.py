@@ -93,6 +93,23 @@ def test_pooling_and_offsets():
     assert shifted.cross_corr == pytest.approx(base.cross_corr, abs=1e-9)
 
 
+def test_bias_is_the_mean_residual_per_level():
+    rng = np.random.default_rng(3)
+    clean = np.concatenate([np.full((40, 40, 3), 0.05), np.full((40, 40, 3), 0.6)])
+    noise = rng.normal(0, 4 / 255, clean.shape)
+    noise[:40] += 3 / 255  # the shadows come out brighter, as clipped raw noise makes them
+    stats = measure("biased", [(clean + noise, clean)])
+    assert stats.mean_by_level[0] == pytest.approx(3.0, abs=0.3)
+    assert stats.mean_by_level[4] == pytest.approx(0.0, abs=0.3)
+    assert np.isnan(stats.mean_by_level[1])  # no pixels at that level
+    # The other statistics still remove each image's mean: the std is the noise's.
+    assert stats.std == pytest.approx(np.hypot(4, 1.5), rel=0.05)
+    from denoise_core.noise_stats import format_bias_table
+
+    row = format_bias_table([stats]).splitlines()[2]
+    assert row.startswith("| biased | +3.") and "| - |" in row
+
+
 def test_format_table_and_row():
     clean = np.full((32, 32, 3), 0.3)
     rgb = measure("rgb", [(clean + _white(clean.shape, 10, 0), clean)])
@@ -142,8 +159,10 @@ def test_noise_stats_job(tmp_path, capsys):
     argv = ["--pairs", str(tmp_path / "pairs"), "--synthetic", "gaussian:10;isp"]
     assert noise_stats_job.main([*argv, "--match", "2", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    table = (tmp_path / "ns.md").read_text()
+    table, _, bias = (tmp_path / "ns.md").read_text().partition("\n\nMean of noisy - clean")
     assert table.strip() in printed and "measured 2 pairs" in printed
+    bias_lines = [line for line in bias.splitlines() if line.startswith("|")]
+    assert len(bias_lines) == 2 + 3 and bias_lines[2].startswith("| real: pairs |")
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 3 and all(line.count("|") == N_COLUMNS + 1 for line in lines)
     payload = json.loads((tmp_path / "ns.json").read_text())
