@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pywt
 
 SAMPLE_TILE = 256
 SAMPLE_TILES = 64  # at most 64 crops of 256x256: 4.2 MP
@@ -61,27 +62,10 @@ def _float01(crop: np.ndarray) -> np.ndarray:
     return np.clip(crop, 0.0, 1.0)
 
 
-# Daubechies-2 decomposition high-pass filter (PyWavelets' ``Wavelet("db2").dec_hi``).
-_DB2_HI = (
-    -0.48296291314469025,
-    0.836516303737469,
-    -0.22414386804185735,
-    -0.12940952255092145,
-)
-
-
-def _db2_highpass(x: np.ndarray, axis: int) -> np.ndarray:
-    """PyWavelets' ``dwt(x, "db2", mode="symmetric")`` detail coefficients along ``axis``:
-    half-sample symmetric extension, convolution with the high-pass filter, every
-    second sample (NumPy only, so no PyWavelets dependency)."""
-    x = np.moveaxis(x, axis, 0)
-    n = x.shape[0]
-    k = (n + len(_DB2_HI) - 1) // 2
-    xp = np.pad(x, [(3, 3)] + [(0, 0)] * (x.ndim - 1), mode="symmetric")
-    out = np.zeros((k, *x.shape[1:]), dtype=x.dtype)
-    for j, h in enumerate(_DB2_HI):  # out[i] = sum_j h[j] x[2i + 1 - j]
-        out += x.dtype.type(h) * xp[4 - j : 4 - j + 2 * k : 2]
-    return np.moveaxis(out, 0, axis)
+def _diagonal_detail(crop: np.ndarray) -> np.ndarray:
+    """The diagonal (HH) Daubechies-2 detail coefficients of one level, as scikit-image's
+    ``estimate_sigma`` takes them (PyWavelets, symmetric extension)."""
+    return pywt.dwt2(crop, "db2", mode="symmetric")[1][2]
 
 
 def estimate_sigma(image: np.ndarray) -> float:
@@ -100,10 +84,7 @@ def estimate_sigma(image: np.ndarray) -> float:
     crops = sample_crops(image, tiles=ESTIMATE_TILES)
     sigmas = []
     for c in range(image.shape[2]):
-        details = [
-            np.abs(_db2_highpass(_db2_highpass(_float01(crop[..., c]), 0), 1)).ravel()
-            for crop in crops
-        ]
+        details = [np.abs(_diagonal_detail(_float01(crop[..., c]))).ravel() for crop in crops]
         sigmas.append(float(np.median(np.concatenate(details))) * _MAD_TO_SIGMA)
     return float(np.mean(sigmas))
 
