@@ -226,11 +226,6 @@ def match_references(keys: Iterable[str], refs: dict[str, str]) -> dict[str, str
     return out
 
 
-def _relative_inside(parent: str, child: str) -> str | None:
-    """``child``'s key under ``parent`` when ``child`` lies inside it, links resolved."""
-    return storage.relative_location(parent, child)
-
-
 def overwritten_input(plan: Plan, output: str) -> str | None:
     """An input or reference file that writing ``plan``'s outputs under ``output`` would
     replace, else None. Why: a symbolic link inside INPUT or OUTPUT can make an output key
@@ -301,7 +296,7 @@ def plan_run(
 
 
 def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
-    exclude = _relative_inside(src, output)
+    exclude = storage.relative_location(src, output)
     images, ignored = list_images(src, exclude_prefix=exclude or None)
     if reference:
         refs, _ = list_images(reference)
