@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # sub-command -> (module under jobs/, one-line help)
@@ -53,5 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted(args.command)
 
 
+def entry() -> None:
+    """The ``denoise`` program. After Ctrl-C the outputs are safe, but Ray's and
+    TensorFlow's threads may still be running, and interpreter teardown among them
+    can crash (a segfault after the interrupt line, seen in CI): leave at once."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
