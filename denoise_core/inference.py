@@ -1,18 +1,54 @@
 """Running a denoiser on whole images of any size with bounded memory.
 
-One :class:`Denoiser` per process (or Ray actor): the model is wrapped in a
-``tf.function`` once and always sees tiles of one shape, so TensorFlow traces a
-single graph (varying shapes retrace, tensorflow#34907) and memory per call is
-bounded by the tile batch, not by the image.
+One :class:`Denoiser` per process (or Ray actor): the model is loaded and, for a
+runtime other than TensorFlow, converted once; tiles then have one shape per image
+size, so TensorFlow traces few graphs (varying shapes retrace, tensorflow#34907) and
+memory per call is bounded by the tile batch, not by the image.
+
+Runtimes (``runtime=``): ``tensorflow`` runs the Keras model in a ``tf.function``;
+``onnxruntime`` runs the model exported to ONNX (:mod:`denoise_core.export`);
+``openvino`` runs it converted by ``openvino.convert_model``. Conversions are made
+from the float32 model and cached by the model's content in the user cache folder
+(:func:`runtime_cache_dir`), never beside the model. ``auto`` is explained in
+:func:`resolve_runtime`.
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
 from . import metrics, models, tiling
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIMES = ("auto", "tensorflow", "openvino", "onnxruntime")
+ENSEMBLES = (1, 2, 4, 8)
+# The 8 symmetries of the square as (transpose, flip rows, flip columns), applied in
+# that order; an ensemble of k uses the first k: 2 adds the mirror image, 4 the
+# shape-keeping ones (both mirrors and the half turn), 8 the quarter turns and the
+# transposes (the x8 self-ensemble of Timofte et al. 2016 / EDSR).
+SYMMETRIES = (
+    (False, False, False),
+    (False, False, True),
+    (False, True, False),
+    (False, True, True),
+    (True, False, False),
+    (True, False, True),
+    (True, True, False),
+    (True, True, True),
+)
+# Precisions each runtime computes in on a CPU.
+RUNTIME_PRECISIONS = {
+    "tensorflow": ("fp32", "bf16", "fp16"),
+    "openvino": ("fp32", "bf16"),
+    "onnxruntime": ("fp32",),
+}
+CACHE_ENV = "DENOISE_CACHE_DIR"
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -39,8 +75,234 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
+def runtime_available(runtime: str) -> bool:
+    """Whether ``runtime``'s package is installed (TensorFlow always is)."""
+    import importlib.util
+
+    if runtime == "onnxruntime":
+        return all(importlib.util.find_spec(m) for m in ("onnxruntime", "tf2onnx", "onnx"))
+    if runtime == "openvino":
+        return importlib.util.find_spec("openvino") is not None
+    return runtime == "tensorflow"
+
+
+def resolve_runtime(runtime: str) -> str:
+    """The runtime to use; ``auto`` is the fastest one installed, else TensorFlow.
+
+    Order for ``auto``: OpenVINO, then ONNX Runtime, then TensorFlow. Measured in one
+    process (``benchmarks/bench_runtimes.py``, packaged U-Net, 1024² tile, batch 1)
+    on a 2-core AMD EPYC with AVX2 only: see the README's runtime table. A machine
+    with a GPU keeps TensorFlow (the other two are built for CPU here).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        if not runtime_available(runtime):
+            extra = {"onnxruntime": "onnxruntime, onnx, tf2onnx", "openvino": "openvino"}
+            raise ValueError(
+                f"runtime {runtime!r} is not installed (pip install "
+                f"'sidd-denoise[runtimes]', or {extra[runtime]})"
+            )
+        return runtime
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "tensorflow"
+    for candidate in ("openvino", "onnxruntime"):
+        if runtime_available(candidate):
+            return candidate
+    return "tensorflow"
+
+
+def runtime_threads() -> int:
+    """CPU threads a runtime may use in this process: the Ray actor's CPUs.
+
+    Ray sets ``OMP_NUM_THREADS`` in every worker to the CPUs assigned to its task or
+    actor (1 when none were asked for), so actors sharing a node do not
+    oversubscribe it; outside Ray it is unset and every CPU this process may run on
+    is used.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def runtime_cache_dir() -> str:
+    """Where converted models are cached: ``$DENOISE_CACHE_DIR``, else the user cache
+    folder (``$XDG_CACHE_HOME`` or ``~/.cache``)/sidd-denoise/runtimes, else a folder
+    in the system temp dir when that is not writable."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "sidd-denoise",
+        "runtimes",
+    )
+    try:
+        os.makedirs(root, exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+    except OSError:
+        pass
+    root = os.path.join(tempfile.gettempdir(), f"sidd-denoise-{os.getuid()}", "runtimes")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def model_digest(model) -> str:
+    """Content hash of a model's architecture and weights: the conversion cache key."""
+    h = hashlib.sha256(model.to_json().encode())
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _cached(key: str, build: Callable[[str], None]) -> str:
+    """The cache folder for ``key``, made by ``build(folder)`` once. Built in a staging
+    folder and renamed into place, so concurrent actors never see half a conversion."""
+    root = runtime_cache_dir()
+    final = os.path.join(root, key)
+    if os.path.isfile(os.path.join(final, ".complete")):
+        return final
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=root)
+    try:
+        build(staging)
+        open(os.path.join(staging, ".complete"), "w").close()
+        try:
+            os.rename(staging, final)
+        except OSError:  # another process finished first (or a broken leftover)
+            if not os.path.isfile(os.path.join(final, ".complete")):
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _versions(*modules: str) -> str:
+    import importlib.metadata
+
+    out = []
+    for m in modules:
+        try:
+            out.append(importlib.metadata.version(m))
+        except importlib.metadata.PackageNotFoundError:
+            out.append("0")
+    return "-".join(out)
+
+
+def _onnx_file(fp32_model) -> str:
+    """The model as ONNX in the cache (converted once per model content and tool versions)."""
+    from . import export
+
+    key = f"onnx-{model_digest(fp32_model)}-{_versions('keras', 'tf2onnx', 'onnx')}"
+    folder = _cached(
+        key, lambda d: export.export_model(fp32_model, os.path.join(d, "model.onnx"), "onnx")
+    )
+    return os.path.join(folder, "model.onnx")
+
+
+def _openvino_file(fp32_model) -> str:
+    """The model as OpenVINO IR in the cache, converted from its SavedModel export."""
+    from . import export
+
+    def build(folder: str) -> None:
+        import openvino as ov
+
+        saved = export.export_model(fp32_model, os.path.join(folder, "saved_model"), "saved_model")
+        with export._quiet_converters():
+            ov_model = ov.convert_model(saved)
+        # save_model stores weights as f16 by default: keep the float32 weights.
+        ov.save_model(ov_model, os.path.join(folder, "model.xml"), compress_to_fp16=False)
+        shutil.rmtree(saved)
+
+    key = f"openvino-{model_digest(fp32_model)}-{_versions('keras', 'tensorflow', 'openvino')}"
+    return os.path.join(_cached(key, build), "model.xml")
+
+
+class _OnnxRuntime:
+    """ONNX Runtime on the CPU: float32, ``intra_op_num_threads`` from the actor's CPUs.
+    Spinning threads are off: between calls they would burn the cores the actor's
+    codec threads need."""
+
+    def __init__(self, fp32_model, threads: int) -> None:
+        import onnxruntime as ort
+
+        path = _onnx_file(fp32_model)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: batch})[0]
+
+
+class _OpenVino:
+    """OpenVINO on the CPU with ``INFERENCE_NUM_THREADS`` from the actor's CPUs and the
+    precision as its inference hint (bf16 runs natively only with AVX-512 BF16 / AMX)."""
+
+    def __init__(self, fp32_model, threads: int, precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        self.compiled = core.compile_model(
+            core.read_model(_openvino_file(fp32_model)), "CPU", config
+        )
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+
+
+def _transform(batch: np.ndarray, symmetry: tuple[bool, bool, bool]) -> np.ndarray:
+    transpose, flip_rows, flip_cols = symmetry
+    if transpose:
+        batch = batch.transpose(0, 2, 1, 3)
+    if flip_rows:
+        batch = batch[:, ::-1]
+    if flip_cols:
+        batch = batch[:, :, ::-1]
+    return np.ascontiguousarray(batch)
+
+
+def _untransform(batch: np.ndarray, symmetry: tuple[bool, bool, bool]) -> np.ndarray:
+    """The exact inverse of :func:`_transform`: the same steps in reverse order."""
+    transpose, flip_rows, flip_cols = symmetry
+    if flip_cols:
+        batch = batch[:, :, ::-1]
+    if flip_rows:
+        batch = batch[:, ::-1]
+    if transpose:
+        batch = batch.transpose(0, 2, 1, 3)
+    return batch
+
+
 class Denoiser:
-    """A Keras denoiser applied tile by tile to float images in [0, 1]."""
+    """A Keras denoiser applied tile by tile to float images in [0, 1].
+
+    ``runtime``: ``tensorflow`` (default), ``openvino``, ``onnxruntime`` or ``auto``
+    (:func:`resolve_runtime`); the others run the float32 model converted once at
+    load, with their own thread setting (:func:`runtime_threads`, or ``threads``).
+    ``precision`` applies to the runtime that runs the model: TensorFlow fp32 / bf16
+    / fp16, OpenVINO fp32 / bf16 (its inference precision hint), ONNX Runtime fp32;
+    ``auto`` is bf16 where the CPU computes it natively, else fp32.
+    ``ensemble``: 1, 2, 4 or 8 predictions per tile over flips and 90° rotations,
+    each transformed back exactly and averaged (k times the model's work).
+    """
 
     def __init__(
         self,
@@ -50,12 +312,18 @@ class Denoiser:
         batch_size: int = 4,
         precision: str = "fp32",
         fit_tiles: bool = True,
+        runtime: str = "tensorflow",
+        ensemble: int = 1,
+        threads: int | None = None,
     ) -> None:
-        import tensorflow as tf
-
-        self.precision = resolve_precision(precision)
-        model = models.with_precision(model, self.precision)
-        self.model = model
+        if ensemble not in ENSEMBLES:
+            raise ValueError(
+                f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble!r}"
+            )
+        self.runtime = resolve_runtime(runtime)
+        self.precision = self._runtime_precision(precision)
+        self.ensemble = ensemble
+        self.threads = threads or runtime_threads()
         self.multiple = models.model_size_multiple(model)
         self.tile = tile
         self.overlap = overlap
@@ -64,15 +332,55 @@ class Denoiser:
         # 368 px instead of 9 of 512 px. Shapes then vary with the image size;
         # reduce_retracing makes TensorFlow fall back to one shape-generic graph.
         self.fit_tiles = fit_tiles
-        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        if self.runtime == "tensorflow":
+            import tensorflow as tf
+
+            model = models.with_precision(model, self.precision)
+            self.model = model
+            fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._run = lambda batch: np.asarray(fn(batch), dtype=np.float32)
+        else:
+            self.model = models.with_precision(model, "fp32")
+            if self.runtime == "onnxruntime":
+                self._run = _OnnxRuntime(self.model, self.threads)
+            else:
+                self._run = _OpenVino(self.model, self.threads, self.precision)
+
+    def _runtime_precision(self, precision: str) -> str:
+        if precision == "auto" and self.runtime != "tensorflow":
+            return (
+                "bf16" if "bf16" in RUNTIME_PRECISIONS[self.runtime] and cpu_has_bf16() else "fp32"
+            )
+        precision = resolve_precision(precision)
+        if precision not in RUNTIME_PRECISIONS[self.runtime]:
+            raise ValueError(
+                f"runtime {self.runtime} computes in "
+                f"{' or '.join(RUNTIME_PRECISIONS[self.runtime])} only, not {precision}"
+            )
+        return precision
 
     @classmethod
     def from_path(cls, path: str, **kwargs) -> Denoiser:
-        """Load a ``.keras`` file (local or any storage URI) with ``safe_mode=True``."""
+        """Load a ``.keras`` file (local or any storage URI) with ``safe_mode=True``;
+        ``kwargs`` (``runtime``, ``ensemble``, ``precision``, tiling) go to the constructor."""
         return cls(load_model_any(path), **kwargs)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(batch), dtype=np.float32)
+        """The model on a (N, H, W, C) float32 batch (H, W multiples of ``self.multiple``),
+        averaged over ``self.ensemble`` symmetries; not clipped."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.ensemble == 1:
+            return np.asarray(self._run(batch), dtype=np.float32)
+        total: np.ndarray | None = None
+        for symmetry in SYMMETRIES[: self.ensemble]:
+            pred = _untransform(np.asarray(self._run(_transform(batch, symmetry))), symmetry)
+            if total is None:
+                total = np.array(pred, dtype=np.float32)  # a copy: runtimes reuse buffers
+            else:
+                total += pred
+        assert total is not None
+        total /= self.ensemble
+        return total
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Denoise an HxWx3 float image in [0, 1]; returns float32 clipped to [0, 1]."""
@@ -90,9 +398,6 @@ class Denoiser:
 
 def load_model_any(path: str):
     """``keras.models.load_model(safe_mode=True)`` for a local path or a storage URI."""
-    import os
-    import tempfile
-
     from . import storage
 
     if not storage.is_remote(path):
