@@ -52,6 +52,25 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 # any memory; --max-megapixels raises the limit.
 DEFAULT_MAX_MEGAPIXELS = 100.0
 
+# A colour JPEG's chroma subsampling, named by its luma component's (horizontal,
+# vertical) sampling factors when both chroma components are 1x1 (every camera and phone
+# JPEG), and OpenCV's encoder setting for each. Outputs keep the input's subsampling:
+# re-encoding a 4:4:4 photo at OpenCV's default 4:2:0 would halve its colour resolution.
+JPEG_SAMPLINGS = {
+    (1, 1): "4:4:4",
+    (2, 1): "4:2:2",
+    (2, 2): "4:2:0",
+    (1, 2): "4:4:0",
+    (4, 1): "4:1:1",
+}
+_CV2_JPEG_SAMPLING = {
+    "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    "4:4:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
+    "4:1:1": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411,
+}
+
 _ONE_CHANNEL_MODES = ("1", "L", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
@@ -192,6 +211,22 @@ def _decode_heif(data: bytes) -> np.ndarray:
     return image
 
 
+def jpeg_sampling(data: bytes) -> str | None:
+    """Chroma subsampling (``"4:2:0"``, ``"4:4:4"``...) of colour JPEG ``data``, from its
+    frame header (no pixels decoded); None for other files, grey JPEGs and layouts
+    outside :data:`JPEG_SAMPLINGS`."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        with _pil_image().open(io.BytesIO(data)) as im:
+            layers = list(getattr(im, "layer", []))
+    except Exception:
+        return None
+    if len(layers) != 3 or any((h, v) != (1, 1) for _, h, v, _ in layers[1:]):
+        return None
+    return JPEG_SAMPLINGS.get((layers[0][1], layers[0][2]))
+
+
 def exif_orientation(data: bytes) -> int:
     """EXIF orientation tag (1 = upright) of JPEG/TIFF/WebP/PNG bytes, 1 when absent.
 
@@ -317,11 +352,14 @@ def encode_image(
     png_compression: int = 1,
     heic_quality: int = DEFAULT_HEIC_QUALITY,
     heif_meta: dict[str, bytes] | None = None,
+    jpeg_sampling: str | None = None,
 ) -> bytes:
     """Encode an RGB/grey/RGBA array (uint8 or uint16) losslessly for PNG/TIFF.
 
-    JPEG is written at ``jpeg_quality``, HEIC/HEIF at ``heic_quality`` and the array's
-    depth (uint16 as 10-bit), with ``heif_meta`` (see :func:`_encode_heif`).
+    JPEG is written at ``jpeg_quality`` with chroma subsampling ``jpeg_sampling`` (one of
+    :data:`JPEG_SAMPLINGS`' names; None: OpenCV's default, 4:2:0), HEIC/HEIF at
+    ``heic_quality`` and the array's depth (uint16 as 10-bit), with ``heif_meta`` (see
+    :func:`_encode_heif`).
 
     Encoding is part of ``denoise run``'s per-image cost, next to a model that
     handles a 512x512 image in about 55 ms on 2 cores. 8-bit RGB and RGBA PNGs go
@@ -348,6 +386,10 @@ def encode_image(
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        if jpeg_sampling is not None:
+            if jpeg_sampling not in _CV2_JPEG_SAMPLING:
+                raise ValueError(f"unknown JPEG chroma subsampling {jpeg_sampling!r}")
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _CV2_JPEG_SAMPLING[jpeg_sampling]]
         if arr.dtype == np.uint16:
             arr = (arr >> 8).astype(np.uint8)
     elif ext == ".png":

@@ -18,6 +18,9 @@ EXIF orientation, so an output whose pixels were turned says orientation 1 (EXIF
 XMP ``tiff:Orientation``), its EXIF pixel dimensions are the output's, and the EXIF
 thumbnail, still in the stored orientation, is dropped.
 
+A JPEG input's chroma subsampling (4:4:4, 4:2:2, 4:2:0...) travels with its metadata,
+so a JPEG output is encoded with the same (:func:`denoise_core.codecs.jpeg_sampling`).
+
 Metadata never costs an image: unreadable metadata is left out (with a warning), and
 the output is written without it.
 """
@@ -33,7 +36,7 @@ from typing import Any
 import exiv2
 import numpy as np
 
-from .codecs import DEFAULT_HEIC_QUALITY, HEIF_EXTENSIONS, encode_image
+from .codecs import DEFAULT_HEIC_QUALITY, HEIF_EXTENSIONS, encode_image, jpeg_sampling
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,13 @@ exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)
 
 @dataclass
 class Metadata:
-    """What one input carries. ``exif`` and ``xmp`` are exiv2 containers owned by
-    ``_image``, which reads from ``_data``: both are kept alive with them."""
+    """What one input carries to its output. ``exif`` and ``xmp`` are exiv2 containers
+    owned by ``_image``, which reads from ``_data``: both are kept alive with them."""
 
     exif: Any = None  # exiv2.ExifData, None when the input has no EXIF
     xmp: Any = None  # exiv2.XmpData, None when the input has no XMP
     icc: bytes | None = None
+    jpeg_sampling: str | None = None  # a colour JPEG input's chroma subsampling
     _image: Any = None
     _data: bytes = b""
 
@@ -81,6 +85,7 @@ def capture(data: bytes, *, upright_size: tuple[int, int] | None = None) -> Meta
     orientation and are now that size: the orientation becomes 1 (see the module
     docstring). Never raises: metadata exiv2 cannot read is left out.
     """
+    sampling = jpeg_sampling(data)
     try:
         image = exiv2.ImageFactory.open(data)
         image.readMetadata()
@@ -93,8 +98,9 @@ def capture(data: bytes, *, upright_size: tuple[int, int] | None = None) -> Meta
             _mark_upright(exif, xmp, *upright_size)
     except Exception as exc:  # exiv2.Exiv2Error and anything odd: the pixels still count
         log.warning("metadata left out: %s: %s", type(exc).__name__, exc)
-        return Metadata()
-    return Metadata(exif if len(exif) else None, xmp if len(xmp) else None, icc, image, data)
+        return Metadata(jpeg_sampling=sampling)
+    exif, xmp = (exif if len(exif) else None), (xmp if len(xmp) else None)
+    return Metadata(exif, xmp, icc, sampling, image, data)
 
 
 def _mark_upright(exif, xmp, width: int, height: int) -> None:
@@ -121,11 +127,13 @@ def encode(
     heic_quality: int = DEFAULT_HEIC_QUALITY,
 ) -> bytes:
     """``image`` encoded as ``ext`` with ``meta`` (None: none) in the file: embedded after
-    encoding (:func:`embed`), or for HEIC/HEIF given to the encoder (:func:`heif_meta`)."""
+    encoding (:func:`embed`), or for HEIC/HEIF given to the encoder (:func:`heif_meta`).
+    A JPEG output keeps a JPEG input's chroma subsampling."""
     ext = ext.lower()
     if ext in HEIF_EXTENSIONS:
         return encode_image(image, ext, heic_quality=heic_quality, heif_meta=heif_meta(meta))
-    encoded = encode_image(image, ext, jpeg_quality=jpeg_quality)
+    sampling = meta.jpeg_sampling if meta is not None else None
+    encoded = encode_image(image, ext, jpeg_quality=jpeg_quality, jpeg_sampling=sampling)
     return encoded if meta is None else embed(encoded, ext, meta)
 
 
