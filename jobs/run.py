@@ -19,18 +19,9 @@ the existing file); ``--overwrite`` denoises them again.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import time
-import zipfile
-from datetime import datetime, timezone
-from typing import Any
 
-from tqdm import tqdm
-
-from denoise_core import bulk, codecs, model_file, report, storage
-from denoise_core.manifest import DatasetNotReadyError
+from denoise_core import bulk, codecs
+from denoise_core.bulk import runner
 from jobs import preflight
 from jobs.common import fail, init_ray, job_main
 
@@ -178,110 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------
-# The model actor
+# Ray wiring
 # --------------------------------------------------------------------------
-
-
-class DenoiseActor:
-    """One per actor-pool slot: loads the model once, then processes batches of rows."""
-
-    def __init__(
-        self,
-        model: str,
-        output: str,
-        existing: list[str],
-        overwrite: bool,
-        tile: int,
-        overlap: int,
-        tile_batch: int,
-        threads: int,
-        precision: str = "auto",
-        max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
-        strength: float = 1.0,
-        skip_below: float | None = None,
-        jpeg_quality: int = 95,
-        heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
-    ) -> None:
-        import tensorflow as tf
-
-        # TensorFlow grabs the whole GPU unless told otherwise (ray#13680).
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # already initialised in this process
-                pass
-        from denoise_core.inference import Denoiser
-
-        try:
-            denoiser = Denoiser.from_path(
-                model, tile=tile, overlap=overlap, batch_size=tile_batch, precision=precision
-            )
-        except Exception as exc:
-            raise RuntimeError(f"cannot load model {model}: {type(exc).__name__}: {exc}") from exc
-        self.processor = bulk.BulkProcessor(
-            denoiser,
-            output,
-            existing=existing,
-            overwrite=overwrite,
-            threads=threads,
-            max_megapixels=max_megapixels,
-            strength=strength,
-            skip_below=skip_below,
-            jpeg_quality=jpeg_quality,
-            heic_quality=heic_quality,
-        )
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        rows = bulk.batch_to_rows(batch)
-        return bulk.rows_to_batch(self.processor.process(rows))
-
-
-# --------------------------------------------------------------------------
-# Driver
-# --------------------------------------------------------------------------
-
-
-def default_model() -> str | None:
-    """The packaged model, if this installation has one."""
-    from denoise_core.weights import default_model_path
-
-    return default_model_path()
-
-
-def check_model_file(uri: str) -> None:
-    """Fail early, in the driver, for a missing or obviously wrong model file."""
-    if not storage.exists(uri):
-        raise FileNotFoundError(f"model not found: {uri}")
-    fs, path = storage.open_fs(uri)
-    if fs.isdir(path):
-        raise ValueError(f"{uri} is a folder; --model takes a .keras file")
-    with fs.open(path, "rb") as fh:
-        if fh.read(4) != b"PK\x03\x04":
-            raise ValueError(f"{uri} is not a Keras .keras file (a zip archive)")
-        fh.seek(0)
-        try:  # only the zip's directory and config.json are read, also on S3
-            config = model_file.read_config(fh)
-        except (zipfile.BadZipFile, json.JSONDecodeError, ValueError) as exc:
-            raise ValueError(f"{uri} is not a readable .keras model: {exc}") from exc
-    # Refused here once, not in every actor (Lambda) or on every image (channels).
-    problem = model_file.problem(model_file.inspect_config(config), uri)
-    if problem:
-        raise ValueError(problem)
-
-
-def _check_places(args: argparse.Namespace) -> str | None:
-    """Why OUTPUT may not be used, or None. Places are compared resolved (symbolic links,
-    ``..``, S3 prefixes): OUTPUT equal to INPUT or the reference, or holding either, would
-    put outputs over the user's photos. OUTPUT inside INPUT is fine: listing leaves it out."""
-    for name, place in (("INPUT", args.input), ("--reference", args.reference)):
-        relation = storage.path_relation(args.output, place) if place else None
-        if relation in ("same", "contains"):
-            what = "is" if relation == "same" else "contains"
-            return (
-                f"OUTPUT must differ from {name} and not contain it (inputs are never "
-                f"overwritten): {args.output} {what} {place}"
-            )
-    return None
 
 
 def _default_concurrency(gpus: float) -> int:
@@ -293,272 +182,67 @@ def _default_concurrency(gpus: float) -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def build_dataset(plan: bulk.Plan, args: argparse.Namespace, existing: list[str]):
+def _work_dataset(prepared: runner.Prepared):
+    """Work rows as a Ray dataset: planned file rows, or an ingested set's shard rows."""
     import ray
 
+    s, plan = prepared.settings, prepared.plan
     if plan.source == "parquet":
         ds = ray.data.read_parquet(plan.parquet_files).select_columns(
             ["key", "noisy", "clean", "phone", "iso", "brightness", "scene"]
         )
-        if args.limit is not None:
-            ds = ds.limit(args.limit)
-        ds = ds.map_batches(
-            bulk.parquet_rows, fn_kwargs={"fmt": plan.fmt}, batch_size=args.batch_size
+        if s.limit is not None:
+            ds = ds.limit(s.limit)
+        return ds.map_batches(
+            bulk.parquet_rows, fn_kwargs={"fmt": plan.fmt}, batch_size=s.batch_size
         )
-    else:
-        rows = [
-            {
-                "key": it.key,
-                "output_key": it.output_key,
-                "noisy": it.noisy,
-                "reference": it.reference,
-                "meta": it.meta,
-            }
-            for it in plan.items
-        ]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-        if args.io == "tasks":
-            ds = ds.map_batches(bulk.read_inputs, batch_size=args.batch_size, num_cpus=0.5)
-    concurrency = args.concurrency or _default_concurrency(args.gpus)
-    args.concurrency = concurrency
-    return ds.map_batches(
-        DenoiseActor,
-        fn_constructor_kwargs={
-            "model": args.model,
-            "output": args.output,
-            "existing": existing,
-            "overwrite": args.overwrite,
-            "tile": args.tile,
-            "overlap": args.overlap,
-            "tile_batch": args.tile_batch,
-            "threads": args.threads,
-            "precision": args.precision,
-            "max_megapixels": args.max_megapixels,
-            "strength": args.strength,
-            "skip_below": args.skip_below,
-            "jpeg_quality": args.jpeg_quality,
-            "heic_quality": args.heic_quality,
-        },
-        batch_size=args.batch_size,
+    rows = bulk.work_rows(plan)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    if s.io == "tasks":
+        ds = ds.map_batches(bulk.read_inputs, batch_size=s.batch_size, num_cpus=0.5)
+    return ds
+
+
+def execute(prepared: runner.Prepared) -> runner.Execution:
+    """Stream result rows through Ray Data: the fused stage in an actor pool."""
+    import ray
+
+    from denoise_core.bulk.stages import FusedStage
+
+    s = prepared.settings
+    init_ray(s.address)
+    concurrency = s.concurrency or _default_concurrency(s.gpus)
+    ds = _work_dataset(prepared).map_batches(
+        FusedStage,
+        fn_constructor_kwargs={"settings": s, "existing": prepared.existing},
+        batch_size=s.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=args.cpus_per_actor,
-        num_gpus=args.gpus or None,
+        num_cpus=s.cpus_per_actor,
+        num_gpus=s.gpus or None,
     )
+    return runner.Execution(ds.iter_rows(), {"concurrency": concurrency})
 
 
-def _validate(args: argparse.Namespace) -> str | None:
-    for name in ("tile", "tile_batch", "batch_size"):
-        if getattr(args, name) <= 0:
-            return f"--{name.replace('_', '-')} must be positive"
-    if args.overlap < 0 or args.overlap >= args.tile:
-        return "--overlap must be in [0, --tile)"
-    if args.gpus < 0 or args.cpus_per_actor < 0:
-        return "--gpus and --cpus-per-actor must not be negative"
-    if args.concurrency is not None and args.concurrency <= 0:
-        return "--concurrency must be positive"
-    if args.limit is not None and args.limit < 0:
-        return "--limit must not be negative"
-    if args.threads < 0:
-        return "--threads must not be negative"
-    if not 0.0 <= args.strength <= 1.0:
-        return (
-            f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
-            f"got {args.strength:g}"
-        )
-    for name in ("jpeg_quality", "heic_quality"):
-        if not 0 <= getattr(args, name) <= 100:
-            return f"--{name.replace('_', '-')} must be in [0, 100], got {getattr(args, name)}"
-    if args.skip_below is not None and not 0.0 <= args.skip_below < float("inf"):
-        return (
-            "--skip-below must be a noise sigma >= 0 on the 0-255 scale (e.g. 2 for clean "
-            f"photos), got {args.skip_below:g}"
-        )
-    return None
+def default_model() -> str | None:
+    """The packaged model, if this installation has one."""
+    from denoise_core.weights import default_model_path
 
-
-def _reference_source(plan: bulk.Plan, reference: str | None) -> str:
-    if reference:
-        return reference
-    if plan.source == "parquet":
-        return "data set pairs"
-    return f"{plan.layout} layout" if plan.layout != "none" else "none"
+    return default_model_path()
 
 
 def run(args: argparse.Namespace) -> int:
-    start = time.time()
-    message = _validate(args)
-    if message:
-        return fail(message)
-    args.input, args.output = storage.absolute(args.input), storage.absolute(args.output)
-    if args.reference:
-        args.reference = storage.absolute(args.reference)
-    message = _check_places(args)
-    if message:
-        return fail(message)
-    if args.model is None:
-        args.model = default_model()
-        if args.model is None:
-            return fail(
-                "no packaged model in this installation (denoise_core/weights/default.keras); "
-                "pass --model PATH with a .keras file, e.g. RUN/model/model.keras from "
-                "`denoise train`"
-            )
-    args.model = storage.absolute(args.model)
-    message = preflight.check_output_place(args.output) or preflight.check_remote_reachable(
-        [args.input, args.output, args.reference, args.model]
-    )
-    if message:
-        return fail(message)
+    """Settings from the arguments, storage reachable, then the core's run sequence."""
     try:
-        check_model_file(args.model)
-        fmt = bulk.normalize_format(args.format)
-        plan = bulk.plan_run(
-            args.input,
-            args.output,
-            reference=args.reference,
-            layout=args.layout,
-            fmt=fmt,
-            limit=args.limit,
+        settings = bulk.build_settings(args, default_model=default_model())
+        message = preflight.check_output_place(settings.output)
+        message = message or preflight.check_remote_reachable(
+            [settings.input, settings.output, settings.reference, settings.model]
         )
-    except (FileNotFoundError, NotADirectoryError, ValueError, DatasetNotReadyError) as exc:
-        return fail(str(exc))
-    except Exception as exc:  # storage failing after the probe: one line, not a traceback
-        line = preflight.storage_error_line(exc)
-        if line is None:
-            raise
-        return fail(line)
-    if plan.total == 0:
-        return fail(f"no images found under {args.input}", 1)
-    out_keys = plan.output_keys()
-    if len(set(out_keys)) != len(out_keys):
-        dupes = sorted({k for k in out_keys if out_keys.count(k) > 1})[:3]
-        return fail(f"several inputs map to the same output key (e.g. {dupes}); drop --format")
-    clash = bulk.overwritten_input(plan, args.output)
-    if clash:
-        return fail(
-            f"an output under {args.output} would replace the input {clash}; choose another OUTPUT"
-        )
-    existing = sorted(set(out_keys) & plan.existing) if not args.overwrite else []
-    removed = bulk.remove_partial_writes(args.output)
-    ref_text = _reference_source(plan, args.reference)
-    print(
-        f"run: {plan.total} images from {args.input} (reference: {ref_text})"
-        + (f", {len(existing)} already done" if existing else "")
-        + (f", {removed} partial writes removed" if removed else "")
-    )
-    if plan.missing_reference:
-        print(
-            f"  warning: {plan.missing_reference} images have no reference under "
-            f"{args.reference}; they are denoised without metrics"
-        )
-
-    init_ray(args.address)
-    ds = build_dataset(plan, args, existing)
-    results: list[dict[str, Any]] = []
-    arrivals: list[float] = []
-    n_errors = len(plan.errors)
-    try:
-        with tqdm(total=plan.total, desc="denoise", unit="img", file=sys.stderr) as bar:
-            for row in ds.iter_rows():
-                row = {k: bulk.plain(v) for k, v in row.items()}
-                results.append(row)
-                arrivals.append(time.time())
-                if row["error"]:
-                    n_errors += 1
-                bar.set_postfix(errors=n_errors, refresh=False)
-                bar.update(1)
-    except Exception as exc:  # the actor could not start (bad model) or the cluster failed
-        return fail(f"the run failed: {_root_cause(exc)}", 1)
-
-    errors = plan.errors + [{"key": r["key"], "reason": r["error"]} for r in results if r["error"]]
-    records = bulk.metrics_records(results)
-    seconds = time.time() - start
-    summary = bulk.summarize(
-        records,
-        errors,
-        seconds=seconds,
-        extra={
-            "input": args.input,
-            "output": args.output,
-            "model": args.model,
-            "reference_source": ref_text,
-            "layout": plan.layout,
-            "format": fmt,
-            "strength": args.strength,
-            "skip_below": args.skip_below,
-            "jpeg_quality": args.jpeg_quality,
-            "heic_quality": args.heic_quality,
-            "tiling": f"{args.tile} / {args.overlap}",
-            "tile": args.tile,
-            "overlap": args.overlap,
-            "gpus_per_actor": args.gpus,
-            "concurrency": args.concurrency,
-            "io": args.io,
-            "missing_reference": plan.missing_reference,
-            "ignored_files": plan.ignored,
-            "startup_seconds": (arrivals[0] - start) if arrivals else None,
-            "steady_mp_per_s": _steady_rate(results, arrivals),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
-    join = storage.join
-    storage.write_bytes_atomic(
-        join(args.output, bulk.METRICS_NAME), bulk.parquet_bytes(bulk.metrics_table(records))
-    )
-    storage.write_bytes_atomic(
-        join(args.output, bulk.ERRORS_NAME), bulk.parquet_bytes(bulk.errors_table(errors))
-    )
-    storage.write_bytes_atomic(join(args.output, bulk.SUMMARY_NAME), bulk.summary_json(summary))
-    if not args.no_report:
-        _write_report(args, plan, summary, records, errors)
-    print(bulk.summary_line(summary) + f" -> {args.output}")
-    for err in errors[:10]:
-        print(f"  error {err['key']}: {err['reason']}")
-    if len(errors) > 10:
-        print(f"  … {len(errors) - 10} more in {join(args.output, bulk.ERRORS_NAME)}")
-    if not records:
-        return fail("no image was denoised", 1)
-    if args.strict and errors:
-        return fail(f"{len(errors)} images failed (--strict)", 1)
-    return 0
-
-
-def _steady_rate(results: list[dict[str, Any]], arrivals: list[float]) -> float | None:
-    """MP/s after the first result: throughput without start-up (Ray, actors, model
-    load, first trace). Results come a batch at a time, so the pixels of everything
-    that arrived with the first result are left out. None when too few results."""
-    if not arrivals or arrivals[-1] - arrivals[0] < 1e-3:
-        return None
-    mp = sum(
-        r["height"] * r["width"] / 1e6
-        for r, t in zip(results, arrivals, strict=True)
-        if t > arrivals[0] and not r["error"] and not r["skipped"]
-    )
-    return mp / (arrivals[-1] - arrivals[0]) if mp > 0 else None
-
-
-def _root_cause(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    for line in reversed(text):
-        if "cannot load model" in line:
-            return line.strip()
-    return text[-1] if text else type(exc).__name__
-
-
-def _write_report(args, plan: bulk.Plan, summary, records, errors) -> None:
-    item_by_key = {it.key: it for it in plan.items}
-    samples = []
-    for label, rec in bulk.pick_samples(records):
-        try:
-            noisy, out, ref = bulk.load_sample(rec, plan, args.output, item_by_key)
-        except Exception as exc:  # a sample vanished: the report goes on without it
-            print(f"  report: cannot load {rec['key']}: {exc}", file=sys.stderr)
-            continue
-        samples.append((label, rec, noisy, out, ref))
-    html = report.render_html(
-        summary, records, errors, samples, title=f"denoise run: {os.path.basename(args.input)}"
-    )
-    storage.write_bytes_atomic(storage.join(args.output, bulk.REPORT_NAME), html.encode())
+        if message:
+            return fail(message)
+        return runner.run(settings, execute, preflight.storage_error_line)
+    except bulk.RunRefused as exc:
+        return fail(str(exc), exc.code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,151 @@
+"""The run's settings: one frozen, typed object built once from the arguments.
+
+Every check that needs no storage and no Ray happens in :func:`build_settings`,
+so a bad value is one ``error:`` line before anything starts; the object that
+comes out is never changed afterwards (paths already absolute, the model chosen,
+``--format`` normalised).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .. import codecs, storage
+from .plan import KEEP_FORMAT, normalize_format
+
+IDENTITY_MODEL = "identity"  # --model identity: the pipeline without a network
+
+
+class RunRefused(Exception):
+    """A reason not to run (or a failed run): one line for the user and an exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything ``denoise run`` was asked to do (field names are the CLI's)."""
+
+    input: str
+    output: str
+    model: str | None = None
+    reference: str | None = None
+    layout: str = "auto"
+    format: str | None = None  # normalised: ".png", or None to keep each input's format
+    jpeg_quality: int = 95
+    heic_quality: int = codecs.DEFAULT_HEIC_QUALITY
+    strength: float = 1.0
+    skip_below: float | None = None
+    gpus: float = 0.0
+    concurrency: int | None = None
+    cpus_per_actor: float = 1.0
+    batch_size: int = 4
+    tile: int = 1024
+    overlap: int = 32
+    max_megapixels: float = codecs.DEFAULT_MAX_MEGAPIXELS
+    tile_batch: int = 4
+    precision: str = "auto"
+    io: str = "actor"
+    threads: int = 2
+    limit: int | None = None
+    overwrite: bool = False
+    strict: bool = False
+    no_report: bool = False
+    address: str | None = None
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> RunSettings:
+        """The fields of ``args`` (an argparse namespace) that this class has, as given."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        if values.get("format") == KEEP_FORMAT:
+            values["format"] = None
+        return cls(**values)
+
+
+def problem(s: RunSettings) -> str | None:
+    """Why these settings cannot run (checked before any storage or Ray), else None."""
+    for name in ("tile", "tile_batch", "batch_size"):
+        if getattr(s, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive"
+    if s.overlap < 0 or s.overlap >= s.tile:
+        return "--overlap must be in [0, --tile)"
+    if s.gpus < 0 or s.cpus_per_actor < 0:
+        return "--gpus and --cpus-per-actor must not be negative"
+    if s.concurrency is not None and s.concurrency <= 0:
+        return "--concurrency must be positive"
+    if s.limit is not None and s.limit < 0:
+        return "--limit must not be negative"
+    if s.threads < 0:
+        return "--threads must not be negative"
+    if not 0.0 <= s.strength <= 1.0:
+        return (
+            f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
+            f"got {s.strength:g}"
+        )
+    for name in ("jpeg_quality", "heic_quality"):
+        if not 0 <= getattr(s, name) <= 100:
+            return f"--{name.replace('_', '-')} must be in [0, 100], got {getattr(s, name)}"
+    if s.skip_below is not None and not 0.0 <= s.skip_below < math.inf:
+        return (
+            "--skip-below must be a noise sigma >= 0 on the 0-255 scale (e.g. 2 for clean "
+            f"photos), got {s.skip_below:g}"
+        )
+    return None
+
+
+def place_problem(output: str, places: dict[str, str | None]) -> str | None:
+    """Why OUTPUT may not be used, or None. Places are compared resolved (symbolic links,
+    ``..``, S3 prefixes): OUTPUT equal to INPUT or the reference, or holding either, would
+    put outputs over the user's photos. OUTPUT inside INPUT is fine: listing leaves it out."""
+    for name, place in places.items():
+        relation = storage.path_relation(output, place) if place else None
+        if relation in ("same", "contains"):
+            what = "is" if relation == "same" else "contains"
+            return (
+                f"OUTPUT must differ from {name} and not contain it (inputs are never "
+                f"overwritten): {output} {what} {place}"
+            )
+    return None
+
+
+def build_settings(args: Any, default_model: str | None = None) -> RunSettings:
+    """Checked, resolved settings from parsed arguments; raises :class:`RunRefused`.
+
+    ``default_model`` is the packaged model, used when ``--model`` is not given.
+    """
+    given = RunSettings.from_namespace(args)
+    message = problem(given)
+    if message:
+        raise RunRefused(message)
+    try:
+        fmt = normalize_format(given.format)
+    except ValueError as exc:
+        raise RunRefused(str(exc)) from exc
+    inp, out = storage.absolute(given.input), storage.absolute(given.output)
+    ref = storage.absolute(given.reference) if given.reference else None
+    message = place_problem(out, {"INPUT": inp, "--reference": ref})
+    if message:
+        raise RunRefused(message)
+    model = given.model if given.model is not None else default_model
+    if model is None:
+        raise RunRefused(
+            "no packaged model in this installation (denoise_core/weights/default.keras); "
+            "pass --model PATH with a .keras file, e.g. RUN/model/model.keras from "
+            "`denoise train`"
+        )
+    if model != IDENTITY_MODEL:
+        model = storage.absolute(model)
+    return RunSettings(
+        **{
+            **{f.name: getattr(given, f.name) for f in fields(RunSettings)},
+            "input": inp,
+            "output": out,
+            "reference": ref,
+            "model": model,
+            "format": fmt,
+        }
+    )
