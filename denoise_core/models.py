@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import keras
 from keras import layers, ops
 
+from . import precision as precision_names
+
 __all__ = [
     "MODEL_NAMES",
     "DepthToSpace",
@@ -290,8 +292,8 @@ def load_model(path: str, compile: bool = False) -> keras.Model:
 # Output layers every builder pins to float32: the residual add and the clipping
 # range need more than bf16's 8-bit mantissa (about 0.5 of an 8-bit step near 1.0).
 FLOAT32_OUTPUT_LAYERS = frozenset({"residual", "clean", "noise"})
-# Keras dtype policy per precision name, for training (global policy) and inference.
-PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# Keras dtype policy per precision name (denoise_core.precision: the one vocabulary).
+PRECISION_POLICIES = precision_names.POLICIES
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
@@ -302,11 +304,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     float32. bf16 roughly doubles CPU throughput where the CPU has AVX-512 BF16 or
     AMX (README, "Run"); its effect on PSNR is measured by ``denoise benchmark``.
     """
-    if precision not in PRECISION_POLICIES:
-        raise ValueError(
-            f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_POLICIES)}"
-        )
-    policy = PRECISION_POLICIES[precision]
+    policy = PRECISION_POLICIES[precision_names.check(precision)]
 
     def wanted(layer) -> str:
         return "float32" if layer.name in FLOAT32_OUTPUT_LAYERS else policy

@@ -15,8 +15,11 @@ import cv2
 import numpy as np
 
 from . import codecs, metrics, noise, synthetic
+from .train_config import COLOR_CLIPS, SamplerConfig
 
-COLOR_CLIPS = ("hard", "fit")
+MAX_SATURATION = 2.0  # random_color's chroma scale: x1/sqrt(2) .. x2, log-uniform
+
+__all__ = ["PatchSampler", "SamplerConfig", "random_color", "random_crop_pair", "random_dihedral"]
 
 
 def _row_seed(key: str, seed: int) -> int:
@@ -95,7 +98,7 @@ def fitting_saturation(clean: np.ndarray, grey: np.ndarray, quantile: float = 0.
 def random_color(
     clean: np.ndarray,
     rng: np.random.Generator,
-    max_saturation: float = 2.0,
+    max_saturation: float = MAX_SATURATION,
     clip: str = "hard",
 ):
     """A random channel order and saturation for a clean float patch in [0, 1].
@@ -131,6 +134,8 @@ def random_color(
 class PatchSampler:
     """Ray Data batch transform: shard rows -> float32 (noisy, clean) training patches.
 
+    Built from a :class:`SamplerConfig` (validated where it was made), by name.
+
     Decoding a whole image costs far more than cutting a patch from it, so each row
     yields ``patches_per_image`` patches (independent crops, flips and noise) from one
     decode, and the crop happens on the 8/16-bit image before float conversion.
@@ -138,61 +143,35 @@ class PatchSampler:
     so a run (or a test) sees the same samples whatever the block layout.
     """
 
-    def __init__(
-        self,
-        patch: int,
-        noise_spec: str = "gaussian:0-55",
-        augment: bool = True,
-        seed: int | None = None,
-        patches_per_image: int = 1,
-        color_augment: bool = False,
-        color_clip: str = "hard",
-        scale_augment: float = 1.0,
-        dead_leaves: float = 0.0,
-    ) -> None:
-        if patches_per_image < 1:
-            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
-        self.patch = patch
-        # "gaussian:0-55;camera" mixes kinds: each clean sample draws one spec uniformly.
-        self.noise_specs = [noise.parse_noise_spec(s) for s in noise_spec.split(";") if s.strip()]
-        self.augment = augment
-        self.seed = seed
-        self.patches_per_image = patches_per_image
-        self.color_augment = color_augment
-        if color_clip not in COLOR_CLIPS:
-            raise ValueError(f"unknown color_clip {color_clip!r}; use {' or '.join(COLOR_CLIPS)}")
-        self.color_clip = color_clip
-        if not 0.0 < scale_augment <= 1.0:
-            raise ValueError(f"scale_augment must be in (0, 1], got {scale_augment}")
-        self.scale_augment = scale_augment  # smallest downscale factor; 1.0 = off
-        if not 0.0 <= dead_leaves <= 1.0:
-            raise ValueError(f"dead_leaves must be in [0, 1], got {dead_leaves}")
-        self.dead_leaves = dead_leaves  # share of synthetic-noise samples drawn, not cropped
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, config: SamplerConfig) -> None:
+        # Checked once where the config was built (denoise train, before Ray starts).
+        self.config = config
+        self.noise_specs = config.noise_specs()
+        self._rng = np.random.default_rng(config.seed)
 
     def _rng_for(self, key: str) -> np.random.Generator:
-        if self.seed is None:
+        if self.config.seed is None:
             return self._rng
-        return np.random.default_rng(_row_seed(key, self.seed))
+        return np.random.default_rng(_row_seed(key, self.config.seed))
 
     def _one(self, noisy, clean, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        if noisy is None and self.dead_leaves and rng.random() < self.dead_leaves:
+        cfg = self.config
+        if noisy is None and cfg.dead_leaves and rng.random() < cfg.dead_leaves:
             # A generated clean patch in place of this row's crop (the row still paces
             # the pipeline); uniform colours already, so no colour augmentation.
-            return self._add_noise(synthetic.dead_leaves(self.patch, rng), rng)
+            return self._add_noise(synthetic.dead_leaves(cfg.patch, rng), rng)
         # Half the synthetic-noise samples at a smaller scale, half at the source's own.
-        if noisy is None and self.augment and self.scale_augment < 1.0 and rng.random() < 0.5:
-            clean = random_downscale(clean, self.scale_augment, self.patch, rng)
-        if self.augment or clean.shape[0] != self.patch or clean.shape[1] != self.patch:
-            noisy, clean = random_crop_pair(noisy, clean, self.patch, rng)
-        if self.augment:
+        if noisy is None and cfg.augment and cfg.scale_augment < 1.0 and rng.random() < 0.5:
+            clean = random_downscale(clean, cfg.scale_augment, cfg.patch, rng)
+        if cfg.augment or clean.shape[0] != cfg.patch or clean.shape[1] != cfg.patch:
+            noisy, clean = random_crop_pair(noisy, clean, cfg.patch, rng)
+        if cfg.augment:
             noisy, clean = random_dihedral([noisy, clean], rng)
         clean = metrics.to_float01(clean)
         if noisy is None:
-            if self.color_augment and clean.ndim == 3 and clean.shape[-1] == 3:
-                clean = random_color(
-                    clean.astype(np.float32, copy=False), rng, clip=self.color_clip
-                )
+            colour = cfg.augment and cfg.color_augment
+            if colour and clean.ndim == 3 and clean.shape[-1] == 3:
+                clean = random_color(clean.astype(np.float32, copy=False), rng, clip=cfg.color_clip)
             return self._add_noise(clean, rng)
         noisy = metrics.to_float01(noisy)
         return noisy.astype(np.float32), clean.astype(np.float32)
@@ -213,8 +192,30 @@ class PatchSampler:
             noisy = None
             if noisy_bytes is not None and len(noisy_bytes) > 0:
                 noisy = codecs.to_rgb(codecs.decode_image(bytes(noisy_bytes)))
-            for _ in range(self.patches_per_image):
+            for _ in range(self.config.patches_per_image):
                 n, c = self._one(noisy, clean, rng)
                 noisy_out.append(n)
                 clean_out.append(c)
         return {"noisy": np.stack(noisy_out), "clean": np.stack(clean_out)}
+
+
+# -- the GPU trainer's host share: noise its device twin cannot render (JPEG, mix) --------
+
+_HOST_IMAGES: np.ndarray | None = None
+
+
+def init_host_images(images: np.ndarray) -> None:
+    """Process-pool initializer: the clean uint8 stack, sent once per worker."""
+    global _HOST_IMAGES
+    _HOST_IMAGES = images
+
+
+def clean_patches(
+    n: int, config: SamplerConfig, seed: int, images: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` (noisy, clean) float32 patches cut from a stack of clean uint8 images, exactly
+    as :class:`PatchSampler` treats a clean-only row (crop, flips, colour, ``config.noise``)."""
+    images = _HOST_IMAGES if images is None else images
+    sampler, rng = PatchSampler(config), np.random.default_rng(seed)
+    pairs = [sampler._one(None, images[int(rng.integers(len(images)))], rng) for _ in range(n)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -9,15 +9,19 @@ N× the batch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 
 import numpy as np
 
+from . import precision as precision_names
+from .run_folder import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+
 LOSSES = ("mse", "l1", "charbonnier")
 SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
 CHARBONNIER_EPS = 1e-3
+COSINE_FLOOR = 0.01  # cosine decays to this share of the peak, and warm-up starts there
 
 
 def per_example_loss(name: str) -> Callable:
@@ -42,8 +46,9 @@ def per_example_loss(name: str) -> Callable:
 def make_schedule(kind: str, lr: float, total_steps: int, warmup_steps: int = 0):
     """Learning rate as a function of the optimizer's step counter.
 
-    cosine: linear warm-up to ``lr`` then cosine decay to 1% of it; step: ÷10 at
-    50% and 75% of the run; constant: ``lr`` throughout.
+    cosine: linear warm-up to ``lr`` then cosine decay to 1% of it (:func:`cosine_lr`
+    is the same curve in plain Python, for the JAX trainer); step: ÷10 at 50% and
+    75% of the run; constant: ``lr`` throughout.
     """
     import keras
 
@@ -52,9 +57,9 @@ def make_schedule(kind: str, lr: float, total_steps: int, warmup_steps: int = 0)
         return lr
     if kind == "cosine":
         return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=lr * 0.01 if warmup_steps else lr,
+            initial_learning_rate=lr * COSINE_FLOOR if warmup_steps else lr,
             decay_steps=max(total_steps - warmup_steps, 1),
-            alpha=0.01,
+            alpha=COSINE_FLOOR,
             warmup_target=lr if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
@@ -64,15 +69,27 @@ def make_schedule(kind: str, lr: float, total_steps: int, warmup_steps: int = 0)
     raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def cosine_lr(t: float, total: float, lr: float, warmup: float = 0.0) -> float:
+    """:func:`make_schedule`'s cosine at position ``t`` of ``total`` (steps or seconds).
+
+    Warm-up rises linearly from ``COSINE_FLOOR * lr`` to ``lr`` over ``warmup``, then a
+    cosine falls to ``COSINE_FLOOR * lr`` at ``total`` and stays there. Keras's
+    ``CosineDecay`` computes the same at integer steps (a parity test holds them equal).
+    """
+    if warmup > 0 and t < warmup:
+        start = lr * COSINE_FLOOR
+        return start + (lr - start) * t / warmup
+    span = total - warmup
+    f = 1.0 if span <= 0 else min(max(t - warmup, 0.0), span) / span
+    return lr * ((1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * f)) + COSINE_FLOOR)
+
+
 def set_precision(precision: str) -> None:
     """Keras global dtype policy; bf16 speeds up CPUs with AVX-512 BF16 or AMX."""
     import keras
 
-    from .models import PRECISION_POLICIES
-
-    if precision not in PRECISION_POLICIES:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
+    policy = precision_names.POLICIES[precision_names.check(precision)]
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def make_train_step(strategy, model, optimizer, loss_name: str, global_batch: int) -> Callable:
@@ -102,10 +119,7 @@ def make_train_step(strategy, model, optimizer, loss_name: str, global_batch: in
 
 
 # -- training state: model + optimizer + counters, as plain files ------------------
-
-STATE_FILE = "state.json"
-MODEL_FILE = "model.keras"
-OPTIMIZER_FILE = "optimizer.npz"
+# (file names: denoise_core.run_folder, which owns the run folder's layout)
 
 
 def save_state(directory: str, model, optimizer, state: dict) -> None:

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 from pathlib import Path
 
-from denoise_core import storage, weights
+from denoise_core import run_folder, storage, weights
 from jobs.common import job_main
 
 MAX_BYTES = 20 * 2**20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_URI", help="a run folder written by denoise train")
+    p.add_argument(
+        "run",
+        metavar="RUN_URI",
+        help="a run folder written by denoise train or the GPU trainer (jobs/train_jax.py)",
+    )
     p.add_argument(
         "--benchmark",
         action="append",
@@ -52,30 +54,10 @@ def merge_benchmarks(payloads: list[dict]) -> dict:
     return merged
 
 
-_CHECKPOINT_RE = re.compile(r"/checkpoint_(\d+)/model\.keras$")
-
-
-def find_checkpoint(run_uri: str, which: str) -> tuple[str, int] | None:
-    """(URI of the checkpoint folder, step) of ``which`` ('last' or a step) in a run.
-
-    Checkpoints live under ``RUN/ray/attempt-*/checkpoint_<step>/``; a resumed run has
-    several attempts, and the highest step across them is the newest.
-    """
-    found: dict[int, str] = {}
-    for uri in storage.walk_files(storage.join(run_uri, "ray"), (".keras",)):
-        m = _CHECKPOINT_RE.search(uri)
-        if m:
-            found[int(m.group(1))] = uri[: -len("/model.keras")]
-    if not found:
-        return None
-    step = max(found) if which == "last" else int(which)
-    return (found[step], step) if step in found else None
-
-
 def run(args: argparse.Namespace) -> int:
     run_uri = storage.absolute(args.run)
     try:
-        model_bytes = storage.read_bytes(storage.join(run_uri, "model", "model.keras"))
+        model_bytes = storage.read_bytes(run_folder.exported_model_uri(run_uri))
     except FileNotFoundError:
         print(f"error: {run_uri} has no exported model (model/model.keras); did the run finish?")
         return 2
@@ -84,36 +66,25 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint != "last" and not args.checkpoint.isdigit():
             print(f"error: --checkpoint must be best, last or a step, got {args.checkpoint!r}")
             return 2
-        found = find_checkpoint(run_uri, args.checkpoint)
+        found = run_folder.find_checkpoint(run_uri, args.checkpoint)
         if found is None:
-            print(f"error: {run_uri} has no checkpoint {args.checkpoint!r} under ray/")
+            print(
+                f"error: {run_uri} has no checkpoint {args.checkpoint!r} under "
+                f"{' or '.join(run_folder.TRAINER_DIRS)}/"
+            )
             return 2
-        folder_uri, step = found
-        model_bytes = storage.read_bytes(storage.join(folder_uri, "model.keras"))
-        state = json.loads(storage.read_bytes(storage.join(folder_uri, "state.json")))
+        folder_uri, state = found
+        model_bytes = storage.read_bytes(storage.join(folder_uri, run_folder.MODEL_FILE))
         promoted = {k: state.get(k) for k in ("step", "val_psnr", "val_ssim", "loss")}
-        promoted["step"] = step
     if len(model_bytes) > MAX_BYTES:
         print(f"error: model is {len(model_bytes) / 2**20:.1f} MiB, over the 20 MiB limit")
         return 2
-    run_card = json.loads(storage.read_bytes(storage.join(run_uri, "model", "model_card.json")))
+    run_card = run_folder.read_card(run_uri)
     folder = Path(args.to) if args.to else Path(weights.__file__).parent
     folder.mkdir(parents=True, exist_ok=True)
     card_path = folder / weights.DEFAULT_CARD_FILE
     card = json.loads(card_path.read_text()) if card_path.exists() else {"lineage": []}
-    entry = {
-        "run": os.path.basename(run_uri.rstrip("/")),
-        "command": run_card.get("command"),
-        "steps": run_card.get("steps"),
-        "wall_time_s": run_card.get("wall_time_s"),
-        "data": run_card.get("data"),
-        "validation": run_card.get("validation"),
-        "best": run_card.get("best"),
-        "init_from": run_card.get("training", {}).get("init_from"),
-        "hardware": run_card.get("hardware"),
-        "git_commit": run_card.get("git_commit"),
-        "note": args.note,
-    }
+    entry = run_folder.lineage_entry(run_uri, run_card, args.note)
     if promoted is not None:  # shipped a checkpoint, not the run's best-by-validation export
         entry["promoted_checkpoint"] = promoted
     if args.benchmark:

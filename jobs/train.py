@@ -13,29 +13,34 @@ Run as ``python -m jobs.train …`` under ``ray job submit``.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import ray
 
-from denoise_core import manifest, storage
+from denoise_core import manifest, run_folder, storage
 from denoise_core.noise import DEFAULT_TRAINING_NOISE
-from denoise_core.training import LOSSES, PRECISIONS, SCHEDULES, STATE_FILE
+from denoise_core.precision import PRECISIONS
+from denoise_core.run_folder import MODEL_DIR, MODEL_FILE, RAY_DIR, TB_DIR  # noqa: F401
+from denoise_core.train_config import (
+    COLOR_CLIPS,
+    DEFAULT_STEPS,
+    LOSSES,
+    PLACEMENTS,
+    SCHEDULES,
+    VAL_TILE,
+    ConfigError,
+    TrainConfig,
+)
 from jobs import preflight, quiet
 from jobs.common import fail, init_ray, job_main
 
-RAY_DIR = "ray"  # RUN/ray/attempt-NNN/checkpoint_*: one Ray Train run per invocation
-MODEL_DIR = "model"
-TB_DIR = "tensorboard"
 FAIL_MARKER = "_injected_failure"
 
 
@@ -121,7 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=2, help="worker failures tolerated")
     p.add_argument(
         "--placement",
-        choices=["PACK", "SPREAD", "STRICT_SPREAD"],
+        choices=PLACEMENTS,
         default="PACK",
         help="where workers go: PACK fills a node first (default), SPREAD prefers "
         "different nodes, STRICT_SPREAD requires one node per worker",
@@ -153,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--color-clip",
-        choices=["hard", "fit"],
+        choices=COLOR_CLIPS,
         default="hard",
         help="with --color-augment: 'hard' clips chroma scaled out of [0, 1] (flat 0/1 "
         "channels), 'fit' limits the saturation boost to what keeps the patch in range",
@@ -186,21 +191,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _build_model(config: dict):
+def _build_model(cfg: TrainConfig):
     from denoise_core import models
     from denoise_core.inference import load_model_any
 
-    if config.get("init_from") and config.get("grow"):
+    if cfg.init_from and cfg.grow:
         # A bigger architecture that contains the trained one (new blocks start as
         # the identity): built under the global precision policy, weights copied in.
-        model = models.build_model(config["model"], **config["model_args"])
-        copied, fresh = models.transfer_weights(load_model_any(config["init_from"]), model)
-        _say(f"train: grew {config['init_from']}: {copied} layers copied, {fresh} new")
+        model = models.build_model(cfg.model, **cfg.model_args)
+        copied, fresh = models.transfer_weights(load_model_any(cfg.init_from), model)
+        _say(f"train: grew {cfg.init_from}: {copied} layers copied, {fresh} new")
         return model
-    if config.get("init_from"):
+    if cfg.init_from:
         # A saved model pins each layer's dtype; re-policy it so --precision applies.
-        return models.with_precision(load_model_any(config["init_from"]), config["precision"])
-    return models.build_model(config["model"], **config["model_args"])
+        return models.with_precision(load_model_any(cfg.init_from), cfg.precision)
+    return models.build_model(cfg.model, **cfg.model_args)
 
 
 def _say(message: str) -> None:
@@ -214,30 +219,19 @@ def _say(message: str) -> None:
     print(message, file=sys.__stdout__ or sys.stdout, flush=True)
 
 
-def _maybe_inject_failure(config: dict, step: int, rank: int) -> None:
+def _maybe_inject_failure(cfg: TrainConfig, step: int, rank: int) -> None:
     """Test hook: rank R exits once at step S (a marker in the run folder makes it once)."""
-    spec = config.get("fail_at_step")
-    if not spec:
+    if not cfg.fail_at_step:
         return
-    fail_step, fail_rank = (int(v) for v in spec.split(":"))
-    marker = storage.join(config["storage"], FAIL_MARKER)
+    fail_step, fail_rank = (int(v) for v in cfg.fail_at_step.split(":"))
+    marker = storage.join(cfg.storage, FAIL_MARKER)
     if step == fail_step and rank == fail_rank and not storage.exists(marker):
         storage.write_bytes_atomic(marker, b"injected\n")
         _say(f"[test hook] rank {rank} exiting at step {step}")
         os._exit(1)
 
 
-def _upload_dir(local: str, uri: str) -> None:
-    fs, path = storage.open_fs(uri)
-    if storage.is_remote_fs(fs):
-        fs.put(local.rstrip("/") + "/", path, recursive=True)
-    else:
-        import shutil
-
-        shutil.copytree(local, path, dirs_exist_ok=True)
-
-
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(loop_config: dict) -> None:
     """One data-parallel replica: stream batches, step, validate/checkpoint on rank 0."""
     import tensorflow as tf
 
@@ -245,59 +239,55 @@ def train_loop_per_worker(config: dict) -> None:
     from denoise_core.inference import Denoiser, evaluate_pairs
     from denoise_core.valset import load_val_pairs
 
+    cfg: TrainConfig = loop_config["config"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if world > 1:  # where each replica runs: the first thing to check on a cluster
         node = ray.get_runtime_context().get_node_id()
         _say(f"worker {rank}/{world} on node {node} ({platform.node()})")
-    threads = config.get("threads") or 0
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
-    training.set_precision(config["precision"])
+    if cfg.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.threads // 2))
+    training.set_precision(cfg.precision)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    global_batch = config["batch_size"]
+    global_batch = cfg.batch_size
     local_batch = global_batch // world
-    total_steps = config["steps"]
+    total_steps = cfg.steps
 
     with strategy.scope():
-        model = _build_model(config)
-        schedule = training.make_schedule(
-            config["schedule"], config["lr"], total_steps, config["warmup_steps"]
-        )
-        optimizer = tf_optimizer(config, schedule)
+        model = _build_model(cfg)
+        schedule = training.make_schedule(cfg.schedule, cfg.lr, total_steps, cfg.warmup_steps)
+        optimizer = tf_optimizer(cfg, schedule)
         optimizer.build(model.trainable_variables)
         step, best = 0, {}
         checkpoint = ray.train.get_checkpoint()
         resume_dir = None
         if checkpoint is not None:
             resume_dir = checkpoint.to_directory()
-        elif previous := _checkpoint_states(config["storage"]):
+        elif previous := run_folder.checkpoint_states(cfg.storage):
             # --resume starts from the run folder's newest checkpoint, and so does a restart
             # after a failure Ray holds no checkpoint for: Ray registers one only once every
             # worker's report reached the controller, and a worker that dies right after
             # reporting takes its report with it (the files were already uploaded).
             resume_dir = tempfile.mkdtemp(prefix="resume-")
-            _download_dir(max(previous, key=lambda s: s[1]["step"])[0], resume_dir)
+            run_folder.download_dir(run_folder.choose(previous, "last")[0], resume_dir)
         if resume_dir:
             state = training.load_state(resume_dir, model, optimizer)
             step, best = state["step"], state.get("best", {})
             if rank == 0:
                 _say(f"resumed at step {step} from checkpoint")
-    train_step = training.make_train_step(strategy, model, optimizer, config["loss"], global_batch)
+    train_step = training.make_train_step(strategy, model, optimizer, cfg.loss, global_batch)
 
     val_pairs, tb_local, writer, denoiser = [], None, None, None
     if rank == 0:
-        val_pairs = load_val_pairs(
-            config["val_data"], config["val_split"], config["val_limit"], config["val_noise"]
-        )
+        val_pairs = load_val_pairs(cfg.val_data, cfg.val_split, cfg.val_limit, cfg.val_noise)
         tb_local = tempfile.mkdtemp(prefix="tb-")
         writer = tf.summary.create_file_writer(tb_local)
         # Same precision as training, so the denoiser wraps the live model, not a copy.
-        denoiser = Denoiser(model, tile=config.get("val_tile", 512), precision=config["precision"])
+        denoiser = Denoiser(model, tile=VAL_TILE, precision=cfg.precision)
 
     shard = ray.train.get_dataset_shard("train")
-    deadline = time.time() + config["minutes"] * 60 if config.get("minutes") else None
+    deadline = time.time() + cfg.minutes * 60 if cfg.minutes else None
     started, seen, window_start, window_steps, loss_sum = time.time(), 0, time.time(), 0, 0.0
 
     def batches():
@@ -308,7 +298,7 @@ def train_loop_per_worker(config: dict) -> None:
                 drop_last=True,
                 batch_format="numpy",
                 prefetch_batches=2,
-                local_shuffle_buffer_size=None if config["no_augment"] else 8 * local_batch,
+                local_shuffle_buffer_size=8 * local_batch if cfg.sampler.augment else None,
             ):
                 empty = False
                 yield batch
@@ -320,13 +310,13 @@ def train_loop_per_worker(config: dict) -> None:
             _say(f"nothing to do: step {step} already reached --steps {total_steps}")
         return
     for batch in batches():
-        _maybe_inject_failure(config, step, rank)
+        _maybe_inject_failure(cfg, step, rank)
         loss = float(train_step(tf.constant(batch["noisy"]), tf.constant(batch["clean"])))
         step += 1
         seen += global_batch
         window_steps += 1
         loss_sum += loss
-        if step % config["val_every"] and step < total_steps:
+        if step % cfg.val_every and step < total_steps:
             continue
         # Checked only here, where every worker stands at the same step: a collective
         # between validation points would deadlock workers whose clocks differ.
@@ -359,7 +349,7 @@ def train_loop_per_worker(config: dict) -> None:
                 for k in ("loss", "val_psnr", "val_ssim", "patches_per_s", "lr"):
                     tf.summary.scalar(k, metrics[k])
             writer.flush()
-            _upload_dir(tb_local, storage.join(config["storage"], TB_DIR))
+            run_folder.upload_dir(tb_local, storage.join(cfg.storage, TB_DIR))
             _say(
                 f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  "
                 f"val PSNR {metrics['val_psnr']:.2f} dB (noisy {metrics['val_noisy_psnr']:.2f})  "
@@ -373,26 +363,21 @@ def train_loop_per_worker(config: dict) -> None:
                 {**{k: v for k, v in metrics.items()}, "best": best, "total_steps": total_steps},
             )
             ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
+        ray.train.report(
+            metrics, checkpoint=ckpt, checkpoint_dir_name=run_folder.checkpoint_name(step)
+        )
         window_start, window_steps, loss_sum = time.time(), 0, 0.0
         if last:
             break
 
 
-def tf_optimizer(config: dict, schedule):
+def tf_optimizer(cfg: TrainConfig, schedule):
     import keras
 
-    optimizer = keras.optimizers.Adam(
-        learning_rate=schedule, global_clipnorm=config.get("clipnorm") or None
-    )
-    if config["precision"] == "fp16":
+    optimizer = keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=cfg.clipnorm)
+    if cfg.precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-def _download_dir(uri: str, local: str) -> None:
-    fs, path = storage.open_fs(uri)
-    fs.get(path.rstrip("/") + "/", local, recursive=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -400,75 +385,36 @@ def _download_dir(uri: str, local: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _parse_data_args(values: list[str]) -> list[tuple[str, float]]:
-    out = []
-    for v in values:
-        uri, _, weight = v.rpartition("@") if "@" in v.rsplit("/", 1)[-1] else (v, "", "")
-        out.append((uri, float(weight) if weight else 1.0))
-    return out
-
-
-def _checkpoint_states(run_uri: str) -> list[tuple[str, dict]]:
-    """(URI, state) of every checkpoint in the run, from every attempt."""
-    fs, path = storage.open_fs(storage.join(run_uri, RAY_DIR))
-    fs.invalidate_cache()  # Ray workers wrote the checkpoints: never trust a cached listing
-    if not fs.exists(path):
-        return []
-    found = []
-    for state_path in fs.glob(f"{path.rstrip('/')}/*/checkpoint_*/{STATE_FILE}"):
-        with fs.open(state_path, "rb") as f:
-            state = json.load(f)
-        found.append((storage.protocol_uri(fs, state_path.rsplit("/", 1)[0]), state))
-    return found
-
-
-def _next_attempt(run_uri: str) -> str:
-    fs, path = storage.open_fs(storage.join(run_uri, RAY_DIR))
-    fs.invalidate_cache()
-    existing = fs.glob(f"{path.rstrip('/')}/attempt-*") if fs.exists(path) else []
-    return f"attempt-{len(existing) + 1:03d}"
-
-
-def build_train_dataset(datasets: list[tuple[str, float]], config: dict):
+def build_train_dataset(cfg: TrainConfig):
     """Ray Data pipeline: weighted union of train splits -> decoded, augmented patches."""
     from denoise_core.patches import PatchSampler
 
     parts, rows = [], []
-    for uri, _ in datasets:
+    for uri, _ in cfg.data:
         files = manifest.split_files(uri, "train")
         if not files:
             raise ValueError(f"{uri} has no train rows")
         parts.append(ray.data.read_parquet(files).select_columns(["key", "noisy", "clean"]))
         rows.append(manifest.read_manifest(uri)["splits"]["train"]["rows"])
-    total_weight = sum(w for _, w in datasets)
+    total_weight = sum(w for _, w in cfg.data)
     # Repeat each set so its share of an epoch matches its weight (smallest share ≥ 1 copy).
-    shares = [w / total_weight for _, w in datasets]
+    shares = [w / total_weight for _, w in cfg.data]
     base = max(r / s for r, s in zip(rows, shares))
     mixed = None
     for ds, r, s in zip(parts, rows, shares):
         copies = max(1, round(base * s / r))
         for _ in range(copies):
             mixed = ds if mixed is None else mixed.union(ds)
-    if len(parts) > 1 and not config["no_augment"]:
+    if len(parts) > 1 and cfg.sampler.augment:
         mixed = mixed.randomize_block_order()
 
-    sampler_args = (
-        config["patch"],
-        config["noise"],
-        not config["no_augment"],
-        config["seed"],
-        config.get("patches_per_image", 1),
-        bool(config.get("color_augment")) and not config["no_augment"],
-        config.get("color_clip", "hard"),
-        config.get("scale_augment", 1.0),
-        config.get("dead_leaves", 0.0),
-    )
+    sampler_config = cfg.sampler  # only the sampler's own frozen part travels to the tasks
 
     def sample(batch):
-        return PatchSampler(*sampler_args)(batch)
+        return PatchSampler(sampler_config)(batch)
 
     rows_per_epoch = sum(max(1, round(base * s / r)) * r for r, s in zip(rows, shares))
-    patches_per_epoch = rows_per_epoch * config.get("patches_per_image", 1)
+    patches_per_epoch = rows_per_epoch * cfg.sampler.patches_per_image
     return mixed.map_batches(sample, batch_size=32, batch_format="numpy"), patches_per_epoch
 
 
@@ -477,103 +423,34 @@ def _default_cpus_per_worker(workers: int) -> float:
     return max(0.25, min(1.0, (total - 1.0) / workers))
 
 
-def _hardware() -> dict:
-    model_name = platform.processor() or ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        model_name = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")),
-            model_name,
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
-    resources = ray.cluster_resources()
-    return {
-        "cpu_model": model_name,
-        "cluster_cpus": resources.get("CPU"),
-        "gpus": resources.get("GPU", 0),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=os.path.dirname(os.path.abspath(__file__)),
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def export_best(run_uri: str, card: dict) -> dict:
-    """Best checkpoint by val PSNR -> RUN/model/{model.keras, saved_model/, model_card.json}."""
-    from denoise_core import models
-    from denoise_core.training import MODEL_FILE
-
-    states = _checkpoint_states(run_uri)
-    if not states:
-        raise RuntimeError(f"no checkpoint found under {run_uri}")
-    best_uri, best_state = max(states, key=lambda s: s[1].get("val_psnr", float("-inf")))
-    latest_uri, latest_state = max(states, key=lambda s: s[1]["step"])
-    with tempfile.TemporaryDirectory() as tmp:
-        local_model = os.path.join(tmp, MODEL_FILE)
-        with open(local_model, "wb") as f:
-            f.write(storage.read_bytes(storage.join(best_uri, MODEL_FILE)))
-        # Exported in float32: a bf16-trained checkpoint pins bf16 layers, and the
-        # inference side chooses its own precision (denoise run --precision).
-        model = models.with_precision(models.load_model(local_model), "fp32")
-        model.save(local_model)
-        info = models.model_info(model)
-        storage.write_bytes_atomic(
-            storage.join(run_uri, MODEL_DIR, MODEL_FILE), open(local_model, "rb").read()
-        )
-        saved = os.path.join(tmp, "saved_model")
-        model.export(saved, format="tf_saved_model", verbose=False)
-        _upload_dir(saved, storage.join(run_uri, MODEL_DIR, "saved_model"))
-    card = {
-        **card,
-        "architecture": {"name": model.name, **info},
-        "steps": latest_state["step"],
-        "best_checkpoint": best_uri,
-        "best": {k: best_state.get(k) for k in ("step", "val_psnr", "val_ssim", "val_noisy_psnr")},
-        "last": {k: latest_state.get(k) for k in ("step", "val_psnr", "val_ssim", "loss")},
-    }
-    storage.write_bytes_atomic(
-        storage.join(run_uri, MODEL_DIR, "model_card.json"),
-        json.dumps(card, indent=2, sort_keys=True).encode(),
+def _absolute(cfg: TrainConfig) -> TrainConfig:
+    """Every URI of ``cfg`` made absolute (workers run elsewhere, in other folders)."""
+    return dataclasses.replace(
+        cfg,
+        data=tuple((storage.absolute(u), w) for u, w in cfg.data),
+        storage=storage.absolute(cfg.storage),
+        val_data=storage.absolute(cfg.val_data),
+        init_from=storage.absolute(cfg.init_from) if cfg.init_from else None,
     )
-    return card
 
 
-def check_arguments(args: argparse.Namespace) -> str | None:
-    """Why the numbers given cannot train, or None. Checked before Ray starts: a zero or
-    negative count used to train the default 1000 steps or fail deep inside Ray, and a
-    negative learning rate trained and exported a broken model with exit status 0."""
-    positive = (
-        "steps", "epochs", "batch_size", "patch", "patches_per_image", "val_every", "keep",
-        "workers", "val_limit", "minutes", "clipnorm", "cpus_per_worker",
-    )  # fmt: skip
-    for name in positive:
-        value = getattr(args, name, None)
-        if value is not None and not value > 0:  # also refuses NaN
-            return f"--{name.replace('_', '-')} must be positive, got {value:g}"
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        return f"--lr must be a positive finite number, got {args.lr:g}"
-    for name in ("warmup_steps", "gpus_per_worker", "max_failures"):
-        value = getattr(args, name)
-        if not value >= 0:
-            return f"--{name.replace('_', '-')} must not be negative, got {value:g}"
-    if not 0.0 < args.scale_augment <= 1.0:
-        return f"--scale-augment must be in (0, 1], got {args.scale_augment:g}"
-    if not 0.0 <= args.dead_leaves <= 1.0:
-        return f"--dead-leaves must be in [0, 1], got {args.dead_leaves:g}"
-    return None
+def resolve_datasets(cfg: TrainConfig) -> tuple[dict[str, dict], str | None]:
+    """The manifest of every ``--data`` set, or why the sets cannot train: each must be a
+    folder ``denoise ingest`` finished (its ``_manifest.json``) with a train split, and
+    ``--val`` must hold ``--val-split``."""
+    try:
+        manifests = {uri: manifest.read_manifest(uri) for uri in cfg.data_uris}
+        for uri, m in manifests.items():
+            if "train" not in m["splits"]:
+                return manifests, f"{uri} has no train split (splits: {', '.join(m['splits'])})"
+        val_manifest = manifests.get(cfg.val_data) or manifest.read_manifest(cfg.val_data)
+        if cfg.val_split not in val_manifest["splits"]:
+            return manifests, (
+                f"{cfg.val_data} has no split {cfg.val_split!r}; pass --val or --val-split"
+            )
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        return {}, str(exc)
+    return manifests, None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -581,144 +458,86 @@ def run(args: argparse.Namespace) -> int:
     from ray.train.tensorflow import TensorflowTrainer
 
     start = time.time()
-    message = check_arguments(args)
-    if message:
-        return fail(message)
-    args.data = [storage.absolute(d) for d in args.data]
-    args.storage = storage.absolute(args.storage)
-    args.val = storage.absolute(args.val) if args.val else None
-    args.init_from = storage.absolute(args.init_from) if args.init_from else None
+    try:
+        cfg = _absolute(TrainConfig.from_args(args))  # the one place arguments are checked
+    except ConfigError as exc:
+        return fail(exc.flag_message)
     message = preflight.check_remote_reachable(
-        [d.rsplit("@", 1)[0] for d in args.data] + [args.storage, args.val, args.init_from]
+        [*cfg.data_uris, cfg.storage, cfg.val_data, cfg.init_from]
     )
     if message:
         return fail(message)
-    if args.grow and not args.init_from:
-        return fail("--grow needs --init-from (the trained model to grow)")
-    if args.batch_size % args.workers:
-        return fail(f"--batch-size {args.batch_size} must be divisible by --workers {args.workers}")
-    try:
-        datasets = _parse_data_args(args.data)
-        manifests = {uri: manifest.read_manifest(uri) for uri, _ in datasets}
-        val_uri = args.val or datasets[0][0]
-        val_manifest = manifests.get(val_uri) or manifest.read_manifest(val_uri)
-        if args.val_split not in val_manifest["splits"]:
-            return fail(f"{val_uri} has no split {args.val_split!r}; pass --val or --val-split")
-        model_args = json.loads(args.model_args)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        return fail(str(exc))
+    manifests, message = resolve_datasets(cfg)
+    if message:
+        return fail(message)
 
-    previous = _checkpoint_states(args.storage)
-    if previous and not (args.resume or args.resume_if_any):
+    previous = run_folder.checkpoint_states(cfg.storage)
+    if previous and not (cfg.resume or cfg.resume_if_any):
+        return fail(f"{cfg.storage} already holds a run; pass --resume or choose another --storage")
+    if cfg.resume and not previous:
         return fail(
-            f"{args.storage} already holds a run; pass --resume or choose another --storage"
-        )
-    if args.resume and not previous:
-        return fail(
-            f"--resume: no checkpoint under {args.storage} to resume from; drop --resume to "
+            f"--resume: no checkpoint under {cfg.storage} to resume from; drop --resume to "
             "start a new run there (--resume-if-any does either)"
         )
-    resume_from = max(previous, key=lambda s: s[1]["step"])[0] if previous else None
+    resume_from = run_folder.choose(previous, "last")[0] if previous else None
 
     init_ray(args.address)
-    ds, epoch_patches = build_train_dataset(
-        datasets,
-        {
-            "patch": args.patch,
-            "noise": args.noise,
-            "no_augment": args.no_augment,
-            "seed": args.seed,
-            "patches_per_image": args.patches_per_image,
-            "color_augment": args.color_augment,
-            "color_clip": args.color_clip,
-            "scale_augment": args.scale_augment,
-            "dead_leaves": args.dead_leaves,
-        },
-    )
-    if epoch_patches < args.batch_size:
+    ds, epoch_patches = build_train_dataset(cfg)
+    if epoch_patches < cfg.batch_size:
         # Each worker would loop over its share forever without filling one batch.
         return fail(
             f"the train data gives {epoch_patches} patches per pass, fewer than "
-            f"--batch-size {args.batch_size}"
+            f"--batch-size {cfg.batch_size}"
         )
-    if args.epochs is not None:
-        steps = max(1, math.ceil(args.epochs * epoch_patches / args.batch_size))
+    if cfg.epochs is not None:
+        steps = max(1, math.ceil(cfg.epochs * epoch_patches / cfg.batch_size))
     else:
-        steps = args.steps or 1000
-    cpus = args.cpus_per_worker or _default_cpus_per_worker(args.workers)
+        steps = cfg.steps or DEFAULT_STEPS
+    cpus = cfg.cpus_per_worker or _default_cpus_per_worker(cfg.workers)
     nproc = os.cpu_count() or 1
-    config = {
-        "model": args.model,
-        "model_args": model_args,
-        "init_from": args.init_from,
-        "grow": args.grow,
-        "storage": args.storage,
-        "steps": steps,
-        "minutes": args.minutes,
-        "batch_size": args.batch_size,
-        "loss": args.loss,
-        "lr": args.lr,
-        "schedule": args.schedule,
-        "warmup_steps": args.warmup_steps,
-        "precision": args.precision,
-        "clipnorm": args.clipnorm,
-        "val_every": args.val_every,
-        "val_data": val_uri,
-        "val_split": args.val_split,
-        "val_limit": args.val_limit,
-        "val_noise": args.val_noise,
-        "no_augment": args.no_augment,
-        "resume_from": resume_from,
-        "fail_at_step": args.fail_at_step,
-        "threads": max(1, nproc // args.workers) if args.gpus_per_worker == 0 else 0,
-    }
-    pa_fs, pa_path = storage.pyarrow_filesystem(storage.join(args.storage, RAY_DIR))
-    storage.makedirs(storage.join(args.storage, RAY_DIR))
+    threads = max(1, nproc // cfg.workers) if cfg.gpus_per_worker == 0 else 0
+    cfg = dataclasses.replace(cfg, steps=steps, cpus_per_worker=cpus, threads=threads)
+    attempts = storage.join(cfg.storage, RAY_DIR)
+    pa_fs, pa_path = storage.pyarrow_filesystem(attempts)
+    storage.makedirs(attempts)
     resources = {"CPU": cpus}
-    if args.gpus_per_worker:
-        resources["GPU"] = args.gpus_per_worker
+    if cfg.gpus_per_worker:
+        resources["GPU"] = cfg.gpus_per_worker
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={"config": cfg},
         scaling_config=ScalingConfig(
-            num_workers=args.workers,
-            use_gpu=args.gpus_per_worker > 0,
+            num_workers=cfg.workers,
+            use_gpu=cfg.gpus_per_worker > 0,
             resources_per_worker=resources,
-            placement_strategy=args.placement,
+            placement_strategy=cfg.placement,
         ),
         run_config=RunConfig(
-            name=_next_attempt(args.storage),
+            name=run_folder.next_attempt(cfg.storage),
             storage_path=pa_path,
             storage_filesystem=pa_fs,
             checkpoint_config=CheckpointConfig(
-                num_to_keep=args.keep,
+                num_to_keep=cfg.keep,
                 checkpoint_score_attribute="val_psnr",
                 checkpoint_score_order="max",
             ),
-            failure_config=FailureConfig(max_failures=args.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
             logging_config=LoggingConfig(log_level=quiet.train_log_level()),
         ),
         datasets={"train": ds},
     )
     print(
-        f"train: {args.model if not args.init_from else args.init_from} on "
-        f"{', '.join(u for u, _ in datasets)}, {args.workers} worker(s) × {cpus:g} CPU, "
-        f"{steps} steps{f' or {args.minutes:g} min' if args.minutes else ''}"
+        f"train: {cfg.init_from or cfg.model} on {', '.join(cfg.data_uris)}, "
+        f"{cfg.workers} worker(s) × {cpus:g} CPU, "
+        f"{steps} steps{f' or {cfg.minutes:g} min' if cfg.minutes else ''}"
         f"{', resuming from ' + resume_from if resume_from else ''}",
         flush=True,
     )
     trainer.fit()
     wall = time.time() - start
-    if getattr(args, "argv", None) is not None:  # main(argv): the arguments it was given
-        command = shlex.join(["denoise", "train", *args.argv])
-    elif os.path.basename(sys.argv[0]) == "denoise":
-        command = shlex.join(["denoise", "train", *sys.argv[2:]])
-    else:
-        command = shlex.join([sys.executable, *sys.argv])
-    card = {
-        "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": [
+    card = run_folder.base_card(
+        command=run_folder.command_line(["denoise", "train"], getattr(args, "argv", None)),
+        data=[
             {
                 "uri": u,
                 "weight": w,
@@ -726,44 +545,26 @@ def run(args: argparse.Namespace) -> int:
                 "source": manifests[u].get("source"),
                 "rows": {k: v["rows"] for k, v in manifests[u]["splits"].items()},
             }
-            for u, w in datasets
+            for u, w in cfg.data
         ],
-        "validation": {
-            "uri": val_uri,
-            "split": args.val_split,
-            "limit": args.val_limit,
-            "noise": args.val_noise,
+        validation={
+            "uri": cfg.val_data,
+            "split": cfg.val_split,
+            "limit": cfg.val_limit,
+            "noise": cfg.val_noise,
         },
-        "training": {
-            k: config[k] for k in ("batch_size", "loss", "lr", "schedule", "precision", "clipnorm")
-        }
-        | {
-            "patch": args.patch,
-            "patches_per_image": args.patches_per_image,
-            "color_augment": args.color_augment,
-            "color_clip": args.color_clip if args.color_augment else None,
-            "scale_augment": args.scale_augment,
-            "dead_leaves": args.dead_leaves,
-            "noise": args.noise,
-            "workers": args.workers,
-            "init_from": args.init_from,
-            "grow": args.grow,
-            "resumed_from": resume_from,
-        }
-        | (
-            {"model": args.model, "model_args": model_args}
-            if args.grow or not args.init_from
-            else {}
+        training={**cfg.card(), "resumed_from": resume_from},
+        wall_time_s=round(wall, 1),
+        hardware=run_folder.hardware(
+            cluster_cpus=ray.cluster_resources().get("CPU"),
+            gpus=ray.cluster_resources().get("GPU", 0),
         ),
-        "wall_time_s": round(wall, 1),
-        "hardware": _hardware(),
-        "git_commit": _git_commit(),
-    }
-    card = export_best(args.storage, card)
+    )
+    card = run_folder.export_best(cfg.storage, card)
     print(
         f"train: {card['steps']} steps in {wall / 60:.1f} min; best val PSNR "
         f"{card['best']['val_psnr']:.2f} dB (SSIM {card['best']['val_ssim']:.4f}) at step "
-        f"{card['best']['step']} -> {storage.join(args.storage, MODEL_DIR, 'model.keras')}",
+        f"{card['best']['step']} -> {run_folder.exported_model_uri(cfg.storage)}",
         flush=True,
     )
     return 0

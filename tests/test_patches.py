@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from denoise_core import codecs
-from denoise_core.patches import PatchSampler, random_downscale
+from denoise_core.patches import PatchSampler, SamplerConfig, random_downscale
 from denoise_core.synthetic import dead_leaves
+
+
+def sampler(*args, **kwargs) -> PatchSampler:
+    """A sampler from its frozen config (the fields keep the old argument order)."""
+    return PatchSampler(SamplerConfig(*args, **kwargs))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -28,7 +33,7 @@ def batch() -> dict:
 
 
 def test_each_row_gives_k_distinct_aligned_patches(batch):
-    out = PatchSampler(16, "gaussian:25", seed=3, patches_per_image=3)(batch)
+    out = sampler(16, "gaussian:25", seed=3, patches_per_image=3)(batch)
     assert out["noisy"].shape == out["clean"].shape == (6, 16, 16, 3)
     assert out["noisy"].dtype == out["clean"].dtype == np.float32
     # The paired row keeps its noise aligned with its clean patch through crops and flips.
@@ -44,18 +49,18 @@ def test_each_row_gives_k_distinct_aligned_patches(batch):
 
 
 def test_same_seed_same_samples_and_one_patch_per_image_by_default(batch):
-    a = PatchSampler(16, "gaussian:25", seed=7, patches_per_image=2)(batch)
-    b = PatchSampler(16, "gaussian:25", seed=7, patches_per_image=2)(batch)
+    a = sampler(16, "gaussian:25", seed=7, patches_per_image=2)(batch)
+    b = sampler(16, "gaussian:25", seed=7, patches_per_image=2)(batch)
     for k in ("noisy", "clean"):
         np.testing.assert_array_equal(a[k], b[k])
-    assert PatchSampler(16, "gaussian:25", seed=7)(batch)["clean"].shape[0] == 2
+    assert sampler(16, "gaussian:25", seed=7)(batch)["clean"].shape[0] == 2
     with pytest.raises(ValueError, match="patches_per_image"):
-        PatchSampler(16, patches_per_image=0)
+        sampler(16, patches_per_image=0)
 
 
 def test_color_augment_changes_synthetic_rows_only(batch):
-    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=4)(batch)
-    color = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=4, color_augment=True)(batch)
+    plain = sampler(16, "gaussian:0", seed=5, patches_per_image=4)(batch)
+    color = sampler(16, "gaussian:0", seed=5, patches_per_image=4, color_augment=True)(batch)
     # Paired rows keep their colours (real noise is not symmetric across channels).
     np.testing.assert_array_equal(plain["clean"][:4], color["clean"][:4])
     np.testing.assert_allclose(color["noisy"][:4] - color["clean"][:4], 20 / 255, atol=1e-6)
@@ -99,7 +104,7 @@ def test_fit_color_clip_keeps_texture_where_hard_clip_flattens():
     with pytest.raises(ValueError, match="clip"):
         random_color(yellow, rng, clip="fuzzy")
     with pytest.raises(ValueError, match="color_clip"):
-        PatchSampler(16, color_augment=True, color_clip="fuzzy")
+        sampler(16, color_augment=True, color_clip="fuzzy")
 
 
 def test_random_downscale_averages_noise_and_keeps_the_patch_size():
@@ -115,13 +120,13 @@ def test_random_downscale_averages_noise_and_keeps_the_patch_size():
 
 
 def test_scale_augment_touches_synthetic_rows_only(batch):
-    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
-    scaled = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, scale_augment=0.5)(batch)
+    plain = sampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
+    scaled = sampler(16, "gaussian:0", seed=5, patches_per_image=8, scale_augment=0.5)(batch)
     np.testing.assert_allclose(scaled["noisy"][:8] - scaled["clean"][:8], 20 / 255, atol=1e-6)
     assert scaled["clean"].shape == plain["clean"].shape
     assert not np.array_equal(plain["clean"][8:], scaled["clean"][8:])
     with pytest.raises(ValueError, match="scale_augment"):
-        PatchSampler(16, scale_augment=0.0)
+        sampler(16, scale_augment=0.0)
 
 
 def test_dead_leaves_images_have_edges_of_every_size_and_saturated_colours():
@@ -153,8 +158,8 @@ def _is_crop_of(patch: np.ndarray, image: np.ndarray) -> bool:
 
 
 def test_dead_leaves_share_replaces_synthetic_crops_only(batch):
-    plain = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
-    leaves = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=1.0)(batch)
+    plain = sampler(16, "gaussian:0", seed=5, patches_per_image=8)(batch)
+    leaves = sampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=1.0)(batch)
     # Paired rows are untouched: real noise needs its own clean image.
     np.testing.assert_allclose(leaves["noisy"][:8] - leaves["clean"][:8], 20 / 255, atol=1e-6)
     assert leaves["clean"].shape == plain["clean"].shape
@@ -162,8 +167,8 @@ def test_dead_leaves_share_replaces_synthetic_crops_only(batch):
     other = codecs.decode_image(batch["clean"][1]).astype(np.float32) / 255.0
     assert all(_is_crop_of(p, other) for p in plain["clean"][8:])
     assert not any(_is_crop_of(p, other) for p in leaves["clean"][8:])
-    half = PatchSampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=0.5)(batch)
+    half = sampler(16, "gaussian:0", seed=5, patches_per_image=8, dead_leaves=0.5)(batch)
     crops = sum(_is_crop_of(p, other) for p in half["clean"][8:])
     assert 0 < crops < 8
     with pytest.raises(ValueError, match="dead_leaves"):
-        PatchSampler(16, dead_leaves=1.5)
+        sampler(16, dead_leaves=1.5)
