@@ -80,8 +80,11 @@ PIXEL_NOISE_RANGE = (0.0, 0.8)
 PIXEL_NOISE_SHARED = 0.5  # share of the pixel-level component common to the channels
 BLUR_PROBABILITY, BLUR_SIGMA_RANGE = 0.25, (0.3, 0.7)
 SHARPEN_RANGE = (0.0, 0.4)
+LOCAL_STD_SIGMA = 2.0  # px: the window the pixel-level part's local noise std is taken over
+SHARPEN_SIGMA = 1.0  # px: the unsharp mask's blur
+MIN_BRIGHTNESS = 0.4  # the N(mean, std) brightness draw is floored here
 GAMMA = 2.2
-_PEDESTAL = 1.0 / 16  # raw values below 0 survive the 16-bit demosaic input
+PEDESTAL = 1.0 / 16  # raw values below 0 survive the 16-bit demosaic input
 _DEMOSAIC_CODES = {
     "bilinear": cv2.COLOR_BayerBG2RGB,  # the mosaic below is RGGB (OpenCV calls it BG)
     "edge-aware": cv2.COLOR_BayerBG2RGB_EA,
@@ -106,14 +109,34 @@ class IspParams:
     jpeg_quality: int | None = None
 
 
+def rgb_to_cam_matrix(weights, xp=np):
+    """sRGB -> camera matrix from convex ``weights`` of the four cameras (rows sum to 1).
+
+    ``xp`` is numpy or ``jax.numpy``: the GPU trainer's twin draws cameras with this.
+    """
+    xyz_to_cam = xp.tensordot(weights / weights.sum(), xp.asarray(XYZ_TO_CAMS), axes=1)
+    rgb_to_cam = xyz_to_cam @ xp.asarray(RGB_TO_XYZ)
+    return rgb_to_cam / rgb_to_cam.sum(axis=1, keepdims=True)
+
+
+def inverse_tone(srgb, xp=np):
+    """sRGB in [0, 1] -> linear: inverse smoothstep tone curve, then gamma (Brooks et al.)."""
+    x = xp.clip(srgb, 0.0, 1.0)
+    x = 0.5 - xp.sin(xp.arcsin(1.0 - 2.0 * x) / 3.0)
+    return xp.maximum(x, 1e-8) ** GAMMA
+
+
+def tone(linear, xp=np):
+    """Linear in [0, 1] -> sRGB: gamma, then the smoothstep tone curve ``3x^2 - 2x^3``."""
+    x = xp.maximum(xp.clip(linear, 0.0, 1.0), 1e-8) ** (1.0 / GAMMA)
+    return 3.0 * x**2 - 2.0 * x**3
+
+
 def sample_isp_params(
     rng: np.random.Generator, jpeg_range: tuple[int, int] | None = None
 ) -> IspParams:
     """Draws one camera from the ranges in the module docstring."""
-    weights = rng.uniform(1e-8, 1.0, size=len(XYZ_TO_CAMS))
-    xyz_to_cam = np.tensordot(weights / weights.sum(), XYZ_TO_CAMS, axes=1)
-    rgb_to_cam = xyz_to_cam @ RGB_TO_XYZ
-    rgb_to_cam /= rgb_to_cam.sum(axis=1, keepdims=True)
+    rgb_to_cam = rgb_to_cam_matrix(rng.uniform(1e-8, 1.0, size=len(XYZ_TO_CAMS)))
     log_shot = rng.uniform(math.log(SHOT_MIN), math.log(SHOT_MAX))
     log_read = READ_SLOPE * log_shot + READ_INTERCEPT + rng.normal(0.0, READ_STD)
     blur = rng.random() < BLUR_PROBABILITY
@@ -124,7 +147,9 @@ def sample_isp_params(
         rgb_to_cam=tuple(tuple(float(v) for v in row) for row in rgb_to_cam),
         red_gain=float(rng.uniform(*RED_GAIN_RANGE)),
         blue_gain=float(rng.uniform(*BLUE_GAIN_RANGE)),
-        brightness_gain=float(1.0 / max(0.4, rng.normal(BRIGHTNESS_MEAN, BRIGHTNESS_STD))),
+        brightness_gain=float(
+            1.0 / max(MIN_BRIGHTNESS, rng.normal(BRIGHTNESS_MEAN, BRIGHTNESS_STD))
+        ),
         shot=math.exp(log_shot),
         read=math.exp(log_read),
         demosaic=DEMOSAICS[int(rng.integers(len(DEMOSAICS)))],
@@ -142,9 +167,7 @@ def _gains(p: IspParams) -> np.ndarray:
 
 def unprocess(srgb: np.ndarray, p: IspParams) -> np.ndarray:
     """sRGB HxWx3 in [0, 1] -> linear RGGB mosaic HxW (inverse tone, gamma, CCM, gains)."""
-    x = np.clip(np.asarray(srgb, dtype=np.float64), 0.0, 1.0)
-    x = 0.5 - np.sin(np.arcsin(1.0 - 2.0 * x) / 3.0)  # inverse smoothstep
-    x = np.maximum(x, 1e-8) ** GAMMA
+    x = inverse_tone(np.asarray(srgb, dtype=np.float64))
     x = x @ np.asarray(p.rgb_to_cam).T
     x = np.clip(x / _gains(p), 0.0, 1.0)
     mosaic = np.empty(x.shape[:2])
@@ -166,13 +189,11 @@ def process(mosaic: np.ndarray, p: IspParams) -> np.ndarray:
     gain_mosaic = np.empty_like(mosaic)
     gain_mosaic[0::2, 0::2], gain_mosaic[1::2, 1::2] = gains[0], gains[2]
     gain_mosaic[0::2, 1::2] = gain_mosaic[1::2, 0::2] = gains[1]
-    scale = 1.0 + _PEDESTAL
-    codes = np.clip((np.minimum(mosaic * gain_mosaic, 1.0) + _PEDESTAL) / scale, 0.0, 1.0)
+    scale = 1.0 + PEDESTAL
+    codes = np.clip((np.minimum(mosaic * gain_mosaic, 1.0) + PEDESTAL) / scale, 0.0, 1.0)
     rgb = cv2.demosaicing(np.rint(codes * 65535.0).astype(np.uint16), _DEMOSAIC_CODES[p.demosaic])
-    x = rgb.astype(np.float64) * (scale / 65535.0) - _PEDESTAL
-    x = np.clip(x @ np.linalg.inv(np.asarray(p.rgb_to_cam)).T, 0.0, 1.0)
-    x = np.maximum(x, 1e-8) ** (1.0 / GAMMA)
-    return 3.0 * x**2 - 2.0 * x**3
+    x = rgb.astype(np.float64) * (scale / 65535.0) - PEDESTAL
+    return tone(x @ np.linalg.inv(np.asarray(p.rgb_to_cam)).T)
 
 
 def _shape_noise(noise: np.ndarray, p: IspParams, rng: np.random.Generator) -> np.ndarray:
@@ -180,7 +201,7 @@ def _shape_noise(noise: np.ndarray, p: IspParams, rng: np.random.Generator) -> n
     luma = noise.mean(axis=-1, keepdims=True)
     noise = luma + np.float32(p.chroma_keep) * (noise - luma)
     if p.pixel_noise > 0:
-        local = np.sqrt(cv2.GaussianBlur(noise * noise, (0, 0), 2.0))
+        local = np.sqrt(cv2.GaussianBlur(noise * noise, (0, 0), LOCAL_STD_SIGMA))
         shared = rng.standard_normal(noise.shape[:2] + (1,), dtype=np.float32)
         own = rng.standard_normal(noise.shape, dtype=np.float32)
         a = np.float32(PIXEL_NOISE_SHARED)
@@ -189,7 +210,7 @@ def _shape_noise(noise: np.ndarray, p: IspParams, rng: np.random.Generator) -> n
     if p.blur_sigma > 0:
         return cv2.GaussianBlur(noise, (0, 0), p.blur_sigma)
     if p.sharpen > 0:
-        return noise + p.sharpen * (noise - cv2.GaussianBlur(noise, (0, 0), 1.0))
+        return noise + p.sharpen * (noise - cv2.GaussianBlur(noise, (0, 0), SHARPEN_SIGMA))
     return noise
 
 

@@ -78,16 +78,19 @@ def add_gaussian(
     return out
 
 
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """Inverse sRGB transfer curve (IEC 61966-2-1), input clipped to [0, 1]."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+def srgb_to_linear(x: np.ndarray, xp=np) -> np.ndarray:
+    """Inverse sRGB transfer curve (IEC 61966-2-1), input clipped to [0, 1].
+
+    ``xp`` is numpy or ``jax.numpy`` (the GPU trainer's twin uses this same curve).
+    """
+    x = xp.clip(xp.asarray(x, dtype=xp.float32), 0.0, 1.0)
+    return xp.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(xp.float32)
 
 
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """sRGB transfer curve, input clipped to [0, 1]."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+def linear_to_srgb(x: np.ndarray, xp=np) -> np.ndarray:
+    """sRGB transfer curve, input clipped to [0, 1] (``xp``: numpy or ``jax.numpy``)."""
+    x = xp.clip(xp.asarray(x, dtype=xp.float32), 0.0, 1.0)
+    return xp.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(xp.float32)
 
 
 @dataclass(frozen=True)

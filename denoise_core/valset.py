@@ -36,7 +36,17 @@ def load_val_pairs(
         clean = metrics.to_float01(codecs.to_rgb(codecs.decode_image(row["clean"])))
         if row["noisy"]:
             noisy = metrics.to_float01(codecs.to_rgb(codecs.decode_image(row["noisy"])))
+            pairs.append((noisy.astype(np.float32), clean.astype(np.float32)))
         else:
-            noisy = noise.synthesize(clean, spec, np.random.default_rng([seed, i]))
-        pairs.append((noisy.astype(np.float32), clean.astype(np.float32)))
+            pairs.append(val_pair(clean, spec, seed, i))
     return pairs
+
+
+def val_pair(
+    clean: np.ndarray, noise_spec: str | noise.NoiseSpec, seed: int, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) float32 for the ``index``-th clean validation image: its noise is
+    fixed by (``seed``, ``index``) alone, so both trainers validate on the same inputs."""
+    clean = np.asarray(clean, np.float32)
+    noisy = noise.synthesize(clean, noise_spec, np.random.default_rng([seed, index]))
+    return noisy.astype(np.float32), clean
