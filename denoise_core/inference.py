@@ -24,8 +24,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import metrics, models, tiling
+from .precision import INFERENCE_PRECISIONS as PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUNTIMES = ("auto", "tensorflow", "openvino", "onnxruntime")
 ENSEMBLES = (1, 2, 4, 8)
 # The 8 symmetries of the square as (transpose, flip rows, flip columns), applied in
