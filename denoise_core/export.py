@@ -8,7 +8,7 @@ Runtime's CPU kernels do not run. The conversion itself is Keras 3's own
 ``model.export`` (tf2onnx underneath for ONNX, the TFLite converter for LiteRT),
 with one input ``noisy`` of shape (batch, height, width, channels): batch,
 height and width are dynamic, and height and width must be multiples of
-:func:`denoise_core.models.model_size_multiple` (16 for the packaged U-Net):
+:func:`denoise_core.models.model_size_multiple` (8 for the packaged U-Net):
 pad (``tiling.pad_to_multiple``) and crop as :class:`~denoise_core.inference.Denoiser`
 does. Inputs and outputs are float32 RGB in [0, 1]; the output is not clipped.
 """

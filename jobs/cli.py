@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": ("jobs.demo", "the whole pipeline on photos bundled with scikit-image"),
     "promote": ("jobs.promote", "ship a run's model as the packaged default, with lineage"),
     "models": ("jobs.models", "list the architectures with parameters and FLOPs per megapixel"),
+    "export": ("jobs.export", "a model as ONNX, TFLite (LiteRT) or a SavedModel"),
 }
 
 
