@@ -50,6 +50,7 @@ class BulkProcessor(ImageSteps):
         skip_below: float | None = None,
         jpeg_quality: int = 95,
         heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
+        metrics: str = "exact",
     ) -> None:
         super().__init__(
             output_root,
@@ -60,6 +61,7 @@ class BulkProcessor(ImageSteps):
             skip_below=skip_below,
             jpeg_quality=jpeg_quality,
             heic_quality=heic_quality,
+            metrics=metrics,
         )
         self.denoise_fn = denoise_fn
         self.prefetch = max(1, prefetch)

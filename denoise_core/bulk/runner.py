@@ -186,6 +186,7 @@ def finish(
             "gpus_per_actor": s.gpus,
             "concurrency": s.concurrency,
             "io": s.io,
+            "metrics": s.metrics,
             "missing_reference": plan.missing_reference,
             "ignored_files": plan.ignored,
             "startup_seconds": (arrivals[0] - prepared.started) if arrivals else None,

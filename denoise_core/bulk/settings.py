@@ -56,6 +56,7 @@ class RunSettings:
     strict: bool = False
     no_report: bool = False
     address: str | None = None
+    metrics: str = "exact"  # exact (float64) or fast (float32): denoise_core.fast_metrics
 
     @classmethod
     def from_namespace(cls, args: Any) -> RunSettings:

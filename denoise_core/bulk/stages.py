@@ -28,6 +28,7 @@ class FusedStage:
             skip_below=s.skip_below,
             jpeg_quality=s.jpeg_quality,
             heic_quality=s.heic_quality,
+            metrics=s.metrics,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:

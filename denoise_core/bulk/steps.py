@@ -23,6 +23,7 @@ from ..noise_estimate import noise_sigma_255
 from .pixels import (
     EXT_FORMAT,
     LOSSY_FORMATS,
+    METRIC_DTYPES,
     check_reference,
     check_skip_below,
     check_strength,
@@ -58,7 +59,8 @@ class ImageSteps:
     """Per-image steps with a run's settings; no model, no Ray.
 
     ``existing`` holds output keys already under ``output_root``; they are skipped
-    unless ``overwrite``.
+    unless ``overwrite``. ``metrics`` chooses the scoring arithmetic
+    (:data:`~denoise_core.bulk.pixels.METRIC_DTYPES`).
     """
 
     def __init__(
@@ -72,8 +74,11 @@ class ImageSteps:
         skip_below: float | None = None,
         jpeg_quality: int = 95,
         heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
+        metrics: str = "exact",
     ) -> None:
         check_strength(strength)
+        if metrics not in METRIC_DTYPES:
+            raise ValueError(f"metrics must be one of {sorted(METRIC_DTYPES)}, got {metrics!r}")
         check_skip_below(skip_below)
         self.output_root = output_root
         self.existing = set(existing)
@@ -83,6 +88,7 @@ class ImageSteps:
         self.skip_below = skip_below
         self.jpeg_quality = jpeg_quality
         self.heic_quality = heic_quality
+        self.metrics = metrics
 
     # -- loading -----------------------------------------------------------
 
@@ -201,7 +207,7 @@ class ImageSteps:
             noisy_cmp = (noisy >> 8).astype(np.uint8) if noisy.dtype == np.uint16 else noisy
         else:
             noisy_cmp = noisy
-        result = score(written, noisy_cmp, loaded.reference)
+        result = score(written, noisy_cmp, loaded.reference, self.metrics)
         if math.isnan(noise_out):
             noise_out = noise_sigma_255(color_channels(written))
         result.update(
