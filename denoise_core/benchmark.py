@@ -150,10 +150,20 @@ def cbm3d_method() -> Method:
     return run
 
 
-def model_method(path: str, tile: int = 512, precision: str = "auto") -> Method:
+def model_method(
+    path: str,
+    tile: int = 512,
+    precision: str = "auto",
+    runtime: str = "tensorflow",
+    ensemble: int = 1,
+) -> Method:
+    """A model through :class:`~denoise_core.inference.Denoiser` in ``runtime`` at
+    ``precision``, averaged over ``ensemble`` flips/turns."""
     from .inference import Denoiser
 
-    denoiser = Denoiser.from_path(path, tile=tile, precision=precision)
+    denoiser = Denoiser.from_path(
+        path, tile=tile, precision=precision, runtime=runtime, ensemble=ensemble
+    )
 
     def run(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
         return denoiser(noisy)

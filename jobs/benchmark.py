@@ -51,6 +51,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "NAME/PRECISION (default %(default)s)",
     )
     p.add_argument(
+        "--runtime",
+        default="tensorflow",
+        help="inference runtime(s) of the models, comma-separated (auto, tensorflow, "
+        "openvino, onnxruntime; see `denoise run`); with several, each model runs in each "
+        "and is named NAME/RUNTIME (default %(default)s)",
+    )
+    p.add_argument(
+        "--ensemble",
+        default="1",
+        help="self-ensemble size(s), comma-separated (1, 2, 4, 8: predictions averaged over "
+        "flips and 90° turns, k times the model's work); with several, NAME/xK "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--methods",
         default="noisy,nlm,nlm-best,cbm3d,models",
         help="comma-separated subset of noisy,nlm,nlm-best,cbm3d,models (nlm-best: NLM at "
@@ -103,20 +117,40 @@ def run(args: argparse.Namespace) -> int:
             path = default_model_path()
             if path:
                 model_args = [f"default={path}"]
-        from denoise_core.inference import resolve_precision
+        from denoise_core.inference import ENSEMBLES, resolve_precision, resolve_runtime
 
         precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
         try:
             resolved = {p: resolve_precision(p) for p in precisions}
+            resolved_runtimes = {r: resolve_runtime(r) for r in runtimes}
+            ensembles = [int(e) for e in args.ensemble.split(",") if e.strip()]
         except ValueError as exc:
-            print(f"error: {exc}")
-            return 2
+            return fail(str(exc))
+        bad = [e for e in ensembles if e not in ENSEMBLES]
+        if bad or not ensembles:
+            return fail(f"--ensemble takes {', '.join(map(str, ENSEMBLES))}, got {args.ensemble}")
         print("models compute in " + ", ".join(f"{p} -> {r}" for p, r in resolved.items()))
+        if runtimes != ["tensorflow"]:
+            print("models run in " + ", ".join(f"{r} -> {v}" for r, v in resolved_runtimes.items()))
         for spec in model_args:
             name, _, path = spec.partition("=")
-            for precision in precisions:
-                label = name if len(precisions) == 1 else f"{name}/{precision}"
-                methods[label] = benchmark.model_method(storage.absolute(path), precision=precision)
+            for runtime in runtimes:
+                for precision in precisions:
+                    for ensemble in ensembles:
+                        label = name
+                        label += f"/{runtime}" if len(runtimes) > 1 else ""
+                        label += f"/{precision}" if len(precisions) > 1 else ""
+                        label += f"/x{ensemble}" if len(ensembles) > 1 else ""
+                        try:
+                            methods[label] = benchmark.model_method(
+                                storage.absolute(path),
+                                precision=precision,
+                                runtime=runtime,
+                                ensemble=ensemble,
+                            )
+                        except ValueError as exc:  # e.g. a precision the runtime lacks
+                            return fail(f"{label}: {exc}")
 
     sets = []
     for uri in args.clean:

@@ -194,3 +194,57 @@ def test_bad_arguments_are_refused(tiny):
     if runtime_available("onnxruntime"):
         with pytest.raises(ValueError, match="computes in fp32 only, not bf16"):
             Denoiser(tiny, runtime="onnxruntime", precision="bf16")
+
+
+# --- denoise benchmark --runtime / --ensemble ------------------------------------------------
+
+
+@pytest.fixture
+def photos(tmp_path):
+    import cv2
+    import skimage.data
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    crop = np.ascontiguousarray(skimage.data.astronaut()[100:172, 90:170, ::-1])  # 72 x 80
+    assert cv2.imwrite(str(folder / "a.png"), crop)
+    return folder
+
+
+def test_benchmark_compares_runtimes_and_ensembles(photos, tmp_path):
+    import json
+
+    from jobs import benchmark as benchmark_job
+
+    need("onnxruntime")
+    argv = ["--clean", str(photos), "--noise", "gaussian:25", "--methods", "noisy,models",
+            "--precision", "fp32", "--runtime", "tensorflow,onnxruntime", "--ensemble", "1,4",
+            "--output", str(tmp_path / "result")]  # fmt: skip
+    assert benchmark_job.main(argv) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "result.json").read_text())["results"]}
+    labels = [f"default/{r}/x{k}" for r in ("tensorflow", "onnxruntime") for k in (1, 4)]
+    assert set(rows) == {"noisy", *labels}
+    for k in (1, 4):
+        tf_row, ort_row = rows[f"default/tensorflow/x{k}"], rows[f"default/onnxruntime/x{k}"]
+        assert ort_row["psnr"] == pytest.approx(tf_row["psnr"], abs=0.02)
+        assert tf_row["psnr"] > rows["noisy"]["psnr"] + 3
+    # Four predictions averaged: a different result from one (and not a worse one here).
+    assert rows["default/tensorflow/x4"]["psnr"] != rows["default/tensorflow/x1"]["psnr"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ensemble", "3"], "--ensemble takes 1, 2, 4, 8"),
+        (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
+        (["--runtime", "onnxruntime", "--precision", "bf16"], "computes in fp32 only"),
+    ],
+)
+def test_benchmark_refuses_bad_runtime_arguments(photos, capsys, extra, message):
+    from jobs import benchmark as benchmark_job
+
+    if "onnxruntime" in extra:
+        need("onnxruntime")
+    argv = ["--clean", str(photos), "--methods", "models", *extra]
+    assert benchmark_job.main(argv) == 2
+    assert message in capsys.readouterr().err
