@@ -160,6 +160,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="prefetch/write threads per actor (0: strictly sequential)",
     )
     p.add_argument(
+        "--pipeline",
+        choices=("auto", "fused", "split"),
+        default="auto",
+        help="fused: read, decode, denoise, encode, write and score in the model actor; "
+        "split: decode and finish in CPU workers, only the model in the actors; auto "
+        "(default): split with --gpus, else fused",
+    )
+    p.add_argument(
+        "--data-cpus",
+        type=int,
+        default=None,
+        help="split pipeline: most decode and most finish workers at once, 1 CPU each "
+        "(default: the cluster's CPUs not reserved by model actors)",
+    )
+    p.add_argument(
         "--metrics",
         choices=("exact", "fast"),
         default="exact",
@@ -190,7 +205,17 @@ def _default_concurrency(gpus: float) -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def _work_dataset(prepared: runner.Prepared):
+def _data_cpus(s: bulk.RunSettings, concurrency: int) -> int:
+    """Split path: the cluster's CPUs that the model actors leave, at least one."""
+    import ray
+
+    if s.data_cpus:
+        return s.data_cpus
+    total = ray.cluster_resources().get("CPU", 1)
+    return max(1, int(total - concurrency * s.cpus_per_actor))
+
+
+def _work_dataset(prepared: runner.Prepared, *, read_ahead: bool):
     """Work rows as a Ray dataset: planned file rows, or an ingested set's shard rows."""
     import ray
 
@@ -206,29 +231,52 @@ def _work_dataset(prepared: runner.Prepared):
         )
     rows = bulk.work_rows(plan)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    if s.io == "tasks":
+    if read_ahead and s.io == "tasks":
         ds = ds.map_batches(bulk.read_inputs, batch_size=s.batch_size, num_cpus=0.5)
     return ds
 
 
 def execute(prepared: runner.Prepared) -> runner.Execution:
-    """Stream result rows through Ray Data: the fused stage in an actor pool."""
+    """Stream result rows through Ray Data, fused or split (bulk.choose_pipeline)."""
     import ray
 
-    from denoise_core.bulk.stages import FusedStage
+    from denoise_core.bulk import split, stages
 
-    s = prepared.settings
+    s, existing = prepared.settings, prepared.existing
     init_ray(s.address)
+    pipeline, why = bulk.choose_pipeline(s)
     concurrency = s.concurrency or _default_concurrency(s.gpus)
-    ds = _work_dataset(prepared).map_batches(
-        FusedStage,
-        fn_constructor_kwargs={"settings": s, "existing": prepared.existing},
-        batch_size=s.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=s.cpus_per_actor,
-        num_gpus=s.gpus or None,
+    model_actors = {
+        "batch_size": s.batch_size,
+        "compute": ray.data.ActorPoolStrategy(size=concurrency),
+        "num_cpus": s.cpus_per_actor,
+        "num_gpus": s.gpus or None,
+    }
+    info = {"concurrency": concurrency, "pipeline": pipeline, "pipeline_reason": why}
+    ds = _work_dataset(prepared, read_ahead=pipeline == "fused")
+    if pipeline == "fused":
+        ds = ds.map_batches(
+            stages.FusedStage,
+            fn_constructor_kwargs={"settings": s, "existing": existing},
+            **model_actors,
+        )
+        return runner.Execution(ds.iter_rows(), info)
+    # One image per data call: a decoded 12 MP photo is 36 MB, so blocks stay one image
+    # and leave the object store as soon as the next operator has taken them.
+    data_cpus = _data_cpus(s, concurrency)
+    data_workers = {"batch_size": 1, "concurrency": (1, data_cpus), "num_cpus": 1}
+    ds = ds.map_batches(
+        split.DecodeStage,
+        fn_constructor_kwargs={"settings": s, "existing": existing},
+        **data_workers,
     )
-    return runner.Execution(ds.iter_rows(), {"concurrency": concurrency})
+    ds = ds.map_batches(split.DenoiseStage, fn_constructor_kwargs={"settings": s}, **model_actors)
+    ds = ds.map_batches(
+        split.FinishStage,
+        fn_constructor_kwargs={"settings": s, "existing": existing},
+        **data_workers,
+    )
+    return runner.Execution(ds.iter_rows(), {**info, "data_cpus": data_cpus})
 
 
 def default_model() -> str | None:

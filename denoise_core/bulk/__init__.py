@@ -5,7 +5,8 @@
 - :mod:`.rows`: the row contract between stages (work, decoded, result rows).
 - :mod:`.pixels`, :mod:`.steps`: per-image array work and steps, shared by both paths.
 - :mod:`.processor`: the fused path (everything in the model actor).
-- :mod:`.stages`: callable classes Ray runs through ``map_batches``.
+- :mod:`.split`: the split path (decode, denoise, finish as separate stages).
+- :mod:`.stages`: the fused path's callable class for ``map_batches``.
 - :mod:`.denoisers`: what an actor loads (a Keras model, or ``identity``).
 - :mod:`.outputs`, :mod:`.samples`: tables, summary, report samples.
 - :mod:`.runner`: the run's sequence (plan → execute → aggregate → write → report).
@@ -79,7 +80,7 @@ from .rows import (
     work_rows,
 )
 from .samples import load_sample, pick_samples
-from .settings import IDENTITY_MODEL, RunRefused, RunSettings, build_settings
+from .settings import IDENTITY_MODEL, RunRefused, RunSettings, build_settings, choose_pipeline
 
 __all__ = [
     "CLEAN_REASON_PREFIX",
@@ -109,6 +110,7 @@ __all__ = [
     "check_reference",
     "check_skip_below",
     "check_strength",
+    "choose_pipeline",
     "color_channels",
     "denoise_array",
     "encodable",

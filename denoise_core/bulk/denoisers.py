@@ -1,12 +1,28 @@
 """The model side of a run: which denoiser an actor loads, and how.
 
 ``--model identity`` is a null model (returns its input, no TensorFlow import),
-so a run measures the pipeline's own ceiling. Anything else is a ``.keras`` file
-run by :class:`~denoise_core.inference.Denoiser`, tile by tile.
+so a run measures the pipeline's own ceiling; ``identity:R`` also sleeps
+megapixels / R seconds per image, a stand-in for an accelerator that denoises at
+R MP/s without using the CPU. Anything else is a ``.keras`` file run by
+:class:`~denoise_core.inference.Denoiser`, tile by tile.
+
+GPU settings (none of them can be tested on this CPU-only machine):
+
+- TensorFlow's memory growth is turned on before the GPU is touched, so actors
+  with ``--gpus 0.5`` share a GPU instead of the first one taking all of it
+  (ray#13680). Ray sets ``CUDA_VISIBLE_DEVICES`` per actor from ``num_gpus``.
+- ``--precision auto`` on a GPU is bf16 on compute capability 8.0 and newer
+  (A100, H100, H200: 390 against 205 MP/s for fp32 measured on an H200), fp16 on
+  7.x (V100, T4), else fp32 (``Denoiser``'s own ``auto`` is for CPUs and says fp32
+  whenever a GPU is present).
+- Tiles have one fixed shape (``--tile``, not fitted per image) and every model
+  call gets exactly ``--tile-batch`` tiles (a short batch is padded), so the
+  ``tf.function`` traces once per actor (tensorflow#34907).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -21,30 +37,126 @@ def identity(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def allow_gpu_memory_growth() -> None:
+class StandIn:
+    """Returns its input after sleeping ``megapixels / mp_per_s`` seconds: a fast
+    accelerator's latency without its CPU cost (the benchmark's GPU stand-in)."""
+
+    def __init__(self, mp_per_s: float) -> None:
+        if not mp_per_s > 0:
+            raise ValueError(f"identity:R needs R > 0 MP/s, got {mp_per_s}")
+        self.mp_per_s = mp_per_s
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        time.sleep(image.shape[0] * image.shape[1] / 1e6 / self.mp_per_s)
+        return image
+
+
+def is_null_model(model: str | None) -> bool:
+    """``identity`` or ``identity:R``: no model file, no TensorFlow."""
+    return model == IDENTITY_MODEL or (model or "").startswith(IDENTITY_MODEL + ":")
+
+
+def null_model(model: str) -> DenoiseFn:
+    if model == IDENTITY_MODEL:
+        return identity
+    rate = model.split(":", 1)[1]
+    try:
+        return StandIn(float(rate))
+    except ValueError as exc:
+        raise ValueError(f"--model identity:R needs R in MP/s, got {rate!r}") from exc
+
+
+def allow_gpu_memory_growth() -> list:
     """Let TensorFlow take GPU memory as it needs it instead of the whole GPU at start-up
-    (ray#13680), so several actors can share a GPU (``--gpus 0.5``). Must run before
-    TensorFlow touches the GPU in this process. Untested here: no GPU."""
+    (ray#13680); returns the GPUs this process sees. Must run before TensorFlow touches
+    the GPU in this process."""
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process
             pass
+    return gpus
+
+
+def gpu_precision(requested: str, gpus: list) -> str:
+    """``--precision auto`` on a GPU: bf16 from compute capability 8.0, fp16 on 7.x,
+    else fp32; an explicit precision is kept."""
+    if requested != "auto" or not gpus:
+        return requested
+    import tensorflow as tf
+
+    major = (tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0,))[
+        0
+    ]
+    return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"
+
+
+class FixedBatch:
+    """A ``predict_batch`` that always calls the model with exactly ``size`` tiles."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], size: int) -> None:
+        self.predict, self.size = predict, size
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        if n == self.size:
+            return self.predict(batch)
+        padded = np.zeros((self.size, *batch.shape[1:]), dtype=batch.dtype)
+        padded[:n] = batch
+        return self.predict(padded)[:n]
+
+
+class FixedShapeTiles:
+    """A GPU actor's denoiser: fixed tile shape and batch, so one graph serves a run."""
+
+    def __init__(self, denoiser, tile: int, overlap: int, batch: int) -> None:
+        self.denoiser = denoiser
+        self.predict = FixedBatch(denoiser.predict_batch, batch)
+        self.tile, self.overlap, self.batch = tile, overlap, batch
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from .. import tiling
+
+        out = tiling.denoise_tiled(
+            self.predict,
+            image,
+            tile=self.tile,
+            overlap=self.overlap,
+            multiple=self.denoiser.multiple,
+            batch_size=self.batch,
+            fit=False,
+        )
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
 def load_denoiser(s: RunSettings) -> DenoiseFn:
     """The denoiser one actor runs (loaded once per actor)."""
-    if s.model == IDENTITY_MODEL:
-        return identity
-    allow_gpu_memory_growth()
+    if is_null_model(s.model):
+        assert s.model is not None
+        return null_model(s.model)
+    gpus = allow_gpu_memory_growth()
     from ..inference import Denoiser
 
     assert s.model is not None
+    kwargs = {
+        "tile": s.tile,
+        "overlap": s.overlap,
+        "batch_size": s.tile_batch,
+        "precision": gpu_precision(s.precision, gpus),
+    }
+    kwargs.update(model_options(s))
     try:
-        return Denoiser.from_path(
-            s.model, tile=s.tile, overlap=s.overlap, batch_size=s.tile_batch, precision=s.precision
-        )
+        denoiser = Denoiser.from_path(s.model, **kwargs)
     except Exception as exc:
         raise RuntimeError(f"cannot load model {s.model}: {type(exc).__name__}: {exc}") from exc
+    if gpus:
+        return FixedShapeTiles(denoiser, s.tile, s.overlap, s.tile_batch)
+    return denoiser
+
+
+def model_options(s: RunSettings) -> dict:
+    """Keyword arguments for ``Denoiser.from_path`` beyond tiling and precision."""
+    return {}

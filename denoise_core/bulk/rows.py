@@ -56,6 +56,24 @@ RESULT_FIELDS = (
     "meta",
 )
 
+# Between decode and finish (the split path): a work row, its encoded input, the decision
+# made from its pixels (``state``: model, existing, clean or error) and, for images the
+# model must see, the pixels themselves (input pixels before the model, output after).
+DECODED_FIELDS = (
+    *WORK_FIELDS,
+    "noisy_bytes",
+    "reference_bytes",
+    "state",
+    "error",
+    "started",
+    "noise_in",
+    "pixels",
+    "height",
+    "width",
+    "channels",
+    "dtype",
+)
+
 SKIPPED_EXISTING = "output existed"  # skipped_reason of a resumed image
 CLEAN_REASON_PREFIX = "input noise"  # skipped_reason of a --skip-below copy starts so
 
@@ -138,8 +156,36 @@ def batch_to_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: plain(batch[k][i]) for k in names} for i in range(n)]
 
 
-def rows_to_batch(rows: Sequence[dict[str, Any]]) -> dict[str, list]:
-    return {k: [r[k] for r in rows] for k in RESULT_FIELDS}
+def rows_to_batch(
+    rows: Sequence[dict[str, Any]], fields: Sequence[str] = RESULT_FIELDS
+) -> dict[str, list]:
+    """Row dicts as a column batch with exactly ``fields`` (one schema per operator)."""
+    return {k: [r[k] for r in rows] for k in fields}
+
+
+def with_pixels(row: dict[str, Any], image: np.ndarray | None = None) -> dict[str, Any]:
+    """``row`` carrying ``image`` as raw bytes with its shape and dtype (None: no pixels).
+
+    Raw bytes, not a tensor column: images of different sizes in one block are what
+    Ray Data's variable-shape tensors fail on (ray#38050, ray#49883)."""
+    if image is None:
+        return {**row, "pixels": b"", "height": 0, "width": 0, "channels": 0, "dtype": ""}
+    h, w, c = image.shape
+    data = np.ascontiguousarray(image).tobytes()
+    return {
+        **row,
+        "pixels": data,
+        "height": h,
+        "width": w,
+        "channels": c,
+        "dtype": image.dtype.name,
+    }
+
+
+def pixels_of(row: dict[str, Any]) -> np.ndarray:
+    """The image a :func:`with_pixels` row carries (read-only, no copy)."""
+    shape = (int(row["height"]), int(row["width"]), int(row["channels"]))
+    return np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(shape)
 
 
 def error_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class RunSettings:
     strict: bool = False
     no_report: bool = False
     address: str | None = None
+    pipeline: str = "auto"  # auto, fused or split: see choose_pipeline
+    data_cpus: int | None = None  # split path: most decode / finish workers at once
     metrics: str = "exact"  # exact (float64) or fast (float32): denoise_core.fast_metrics
 
     @classmethod
@@ -82,6 +84,8 @@ def problem(s: RunSettings) -> str | None:
         return "--limit must not be negative"
     if s.threads < 0:
         return "--threads must not be negative"
+    if s.data_cpus is not None and s.data_cpus <= 0:
+        return "--data-cpus must be positive"
     if not 0.0 <= s.strength <= 1.0:
         return (
             f"--strength must be in [0, 1] (0: the input unchanged, 1: the model's output), "
@@ -150,3 +154,22 @@ def build_settings(args: Any, default_model: str | None = None) -> RunSettings:
             "format": fmt,
         }
     )
+
+
+def choose_pipeline(s: RunSettings) -> tuple[str, str]:
+    """``fused`` or ``split`` for this run, and why (recorded in summary.json).
+
+    Split when the model actors have GPUs: a GPU denoises ~390 MP/s (H200, bf16) while
+    one CPU core decodes and encodes JPEG at ~50 MP/s and scores at ~30, so codec and
+    metric work inside the actor would cap the GPU at its actor's CPU speed; as CPU
+    tasks it scales with the cluster's cores. Fused on CPU-only runs: there the model
+    is the slow part (~1-4 MP/s per core), the actor's prefetch threads already overlap
+    the codecs with it, and the split path pays for decoded pixels crossing the object
+    store twice and a second decode of each input (benchmarks/bench_run.py --ceiling
+    measures both; see the README's figures).
+    """
+    if s.pipeline != "auto":
+        return s.pipeline, f"--pipeline {s.pipeline}"
+    if s.gpus > 0:
+        return "split", "model actors on GPUs: codecs and metrics in CPU tasks keep them fed"
+    return "fused", "CPU-only: codecs overlap the model inside the actor, no pixel transfers"

@@ -124,7 +124,7 @@ class ImageSteps:
         if reference:
             self.attach_reference(loaded)
         if self._skip(row):
-            loaded.existing = self._existing_output(row)
+            loaded.existing = self.existing_output(row)
         loaded.noise_in = noise_sigma_255(color_channels(loaded.noisy))
         if (
             loaded.existing is None
@@ -132,8 +132,7 @@ class ImageSteps:
             and loaded.noise_in < self.skip_below
         ):
             loaded.clean = True
-            ext = posixpath.splitext(row["output_key"])[1].lower()
-            loaded.verbatim = image_format(loaded.data) == EXT_FORMAT.get(ext)
+            loaded.verbatim = self.copies_verbatim(row, loaded.data)
         if reference:
             self.attach_metadata(loaded)
         return loaded
@@ -160,7 +159,13 @@ class ImageSteps:
     def _skip(self, row: dict[str, Any]) -> bool:
         return not self.overwrite and row["output_key"] in self.existing
 
-    def _existing_output(self, row: dict[str, Any]) -> np.ndarray | None:
+    @staticmethod
+    def copies_verbatim(row: dict[str, Any], data: bytes) -> bool:
+        """Whether a clean input is copied byte for byte: its output has its format."""
+        ext = posixpath.splitext(row["output_key"])[1].lower()
+        return image_format(data) == EXT_FORMAT.get(ext)
+
+    def existing_output(self, row: dict[str, Any]) -> np.ndarray | None:
         uri = storage.join(self.output_root, *row["output_key"].split("/"))
         try:
             # Outputs are written upright (orientation 1 or none); a --skip-below
