@@ -51,7 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="PATH",
-        help="Keras .keras model (local or s3://; default: the packaged model)",
+        help="Keras .keras model (local or s3://; default: the packaged model); 'identity': "
+        "a null model that returns its input without loading TensorFlow, to measure the "
+        "pipeline's own ceiling; 'identity:R': the same after sleeping MP/R seconds per image "
+        "(an accelerator at R MP/s that costs no CPU)",
     )
     p.add_argument(
         "--reference",
@@ -291,8 +294,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = bulk.build_settings(args, default_model=default_model())
         message = preflight.check_output_place(settings.output)
+        model = None if bulk.settings.is_null_model(settings.model) else settings.model
         message = message or preflight.check_remote_reachable(
-            [settings.input, settings.output, settings.reference, settings.model]
+            [settings.input, settings.output, settings.reference, model]
         )
         if message:
             return fail(message)

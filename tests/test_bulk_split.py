@@ -124,6 +124,9 @@ def test_settings_are_built_once_checked_and_frozen(tmp_path):
     s = settings_for("in", tmp_path / "out", format="PNG")
     assert s.input == os.path.abspath("in") and s.format == ".png"
     assert s.model == "identity"  # a null model is a name, not a path
+    assert settings_for("in", tmp_path / "out", model="identity:400").model == "identity:400"
+    with pytest.raises(bulk.RunRefused, match="identity:R needs R > 0"):
+        settings_for("in", tmp_path / "out", model="identity:0")
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.tile = 3  # type: ignore[misc]
     for bad, message in [

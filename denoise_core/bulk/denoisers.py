@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .settings import IDENTITY_MODEL, RunSettings
+from .settings import IDENTITY_MODEL, RunSettings, is_null_model
 
 DenoiseFn = Callable[[np.ndarray], np.ndarray]
 
@@ -49,11 +49,6 @@ class StandIn:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         time.sleep(image.shape[0] * image.shape[1] / 1e6 / self.mp_per_s)
         return image
-
-
-def is_null_model(model: str | None) -> bool:
-    """``identity`` or ``identity:R``: no model file, no TensorFlow."""
-    return model == IDENTITY_MODEL or (model or "").startswith(IDENTITY_MODEL + ":")
 
 
 def null_model(model: str) -> DenoiseFn:

@@ -35,7 +35,7 @@ from .plan import (
 )
 from .plan import plan_run as make_plan
 from .rows import plain
-from .settings import IDENTITY_MODEL, RunRefused, RunSettings
+from .settings import RunRefused, RunSettings, is_null_model
 
 
 @dataclass
@@ -63,7 +63,7 @@ Execute = Callable[[Prepared], Execution]
 
 def check_model_file(uri: str) -> None:
     """Fail early, in the driver, for a missing or obviously wrong model file."""
-    if uri == IDENTITY_MODEL:
+    if is_null_model(uri):
         return
     if not storage.exists(uri):
         raise FileNotFoundError(f"model not found: {uri}")

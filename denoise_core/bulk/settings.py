@@ -18,6 +18,11 @@ from .plan import KEEP_FORMAT, normalize_format
 IDENTITY_MODEL = "identity"  # --model identity: the pipeline without a network
 
 
+def is_null_model(model: str | None) -> bool:
+    """``identity`` or ``identity:R`` (R MP/s): no model file, no TensorFlow."""
+    return model == IDENTITY_MODEL or (model or "").startswith(IDENTITY_MODEL + ":")
+
+
 class RunRefused(Exception):
     """A reason not to run (or a failed run): one line for the user and an exit code."""
 
@@ -142,7 +147,15 @@ def build_settings(args: Any, default_model: str | None = None) -> RunSettings:
             "pass --model PATH with a .keras file, e.g. RUN/model/model.keras from "
             "`denoise train`"
         )
-    if model != IDENTITY_MODEL:
+    if is_null_model(model):
+        rate = model.partition(":")[2] or "1"
+        try:
+            ok = float(rate) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RunRefused(f"--model identity:R needs R > 0 (MP/s), got {rate!r}")
+    else:
         model = storage.absolute(model)
     return RunSettings(
         **{
