@@ -163,6 +163,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="prefetch/write threads per actor (0: strictly sequential)",
     )
     p.add_argument(
+        "--runtime",
+        choices=("auto", "tensorflow", "openvino", "onnxruntime"),
+        default="tensorflow",
+        help="what runs the model in each actor (default tensorflow): openvino and "
+        "onnxruntime run the float32 model converted once and cached; auto: the fastest "
+        "installed (denoise_core.inference.resolve_runtime)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="predictions per tile over flips and 90-degree rotations, averaged (k times "
+        "the model's work; default 1)",
+    )
+    p.add_argument(
         "--pipeline",
         choices=("auto", "fused", "split"),
         default="auto",

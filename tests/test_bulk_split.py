@@ -215,6 +215,18 @@ def test_stand_in_accelerator_returns_its_input_after_sleeping():
         denoisers.null_model("identity:fast")
 
 
+def test_runtime_and_ensemble_reach_the_denoiser(small_unet, tmp_path):
+    s = settings_for("in", tmp_path / "out", model=small_unet, ensemble=2)
+    assert (s.runtime, s.ensemble) == ("tensorflow", 2)  # tensorflow is the default
+    two, one = (denoisers.load_denoiser(dataclasses.replace(s, ensemble=k)) for k in (2, 1))
+    assert (two.runtime, two.ensemble, one.ensemble) == ("tensorflow", 2, 1)
+    image = np.random.default_rng(2).random((40, 56, 3), np.float32)
+    assert not np.allclose(two(image), one(image), atol=1e-4)  # an untrained U-Net is
+    # not mirror-symmetric: averaging it with its mirrored prediction changes the result
+    with pytest.raises(SystemExit):  # argparse: only 1, 2, 4, 8
+        settings_for("in", tmp_path / "out", ensemble=3)
+
+
 # --------------------------------------------------------------------------
 # Through Ray Data
 # --------------------------------------------------------------------------
@@ -247,10 +259,12 @@ def test_split_run_matches_fused_run(mixed, small_unet, tmp_path, model):
     for pipeline in ("fused", "split"):
         out = tmp_path / pipeline
         argv = [src, out, "--model", model_path, "--reference", ref, "--tile", 32, "--overlap", 16]
+        argv += ["--ensemble", 2] if model == "unet" else []
         assert run_cli(*argv, "--pipeline", pipeline, "--data-cpus", 2) == 0
         outs[pipeline] = out
     summary = json.loads((outs["split"] / bulk.SUMMARY_NAME).read_text())
     assert summary["pipeline"] == "split" and summary["data_cpus"] == 2
+    assert summary["ensemble"] == (2 if model == "unet" else 1)
     assert table(outs["split"], bulk.ERRORS_NAME) == table(outs["fused"], bulk.ERRORS_NAME)
     fused_rows, split_rows = (table(outs[p], bulk.METRICS_NAME) for p in ("fused", "split"))
     assert sorted(split_rows) == sorted(fused_rows) == sorted([*GOOD, EXIF_KEY])

@@ -153,5 +153,6 @@ def load_denoiser(s: RunSettings) -> DenoiseFn:
 
 
 def model_options(s: RunSettings) -> dict:
-    """Keyword arguments for ``Denoiser.from_path`` beyond tiling and precision."""
-    return {}
+    """Keyword arguments for ``Denoiser.from_path`` beyond tiling and precision: the
+    runtime that runs the model and the self-ensemble size."""
+    return {"runtime": s.runtime, "ensemble": s.ensemble}

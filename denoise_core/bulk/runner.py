@@ -187,6 +187,8 @@ def finish(
             "concurrency": s.concurrency,
             "io": s.io,
             "metrics": s.metrics,
+            "runtime": s.runtime,
+            "ensemble": s.ensemble,
             "missing_reference": plan.missing_reference,
             "ignored_files": plan.ignored,
             "startup_seconds": (arrivals[0] - prepared.started) if arrivals else None,

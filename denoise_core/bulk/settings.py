@@ -63,6 +63,8 @@ class RunSettings:
     address: str | None = None
     pipeline: str = "auto"  # auto, fused or split: see choose_pipeline
     data_cpus: int | None = None  # split path: most decode / finish workers at once
+    runtime: str = "tensorflow"  # Denoiser(runtime=): tensorflow, openvino, onnxruntime, auto
+    ensemble: int = 1  # Denoiser(ensemble=): predictions per tile over flips / rotations
     metrics: str = "exact"  # exact (float64) or fast (float32): denoise_core.fast_metrics
 
     @classmethod
@@ -89,6 +91,16 @@ def problem(s: RunSettings) -> str | None:
         return "--limit must not be negative"
     if s.threads < 0:
         return "--threads must not be negative"
+    if s.ensemble not in (1, 2, 4, 8):
+        return f"--ensemble must be 1, 2, 4 or 8, got {s.ensemble}"
+    if s.runtime in ("openvino", "onnxruntime") and not is_null_model(s.model):
+        from ..inference import runtime_available  # imports TensorFlow: only when asked
+
+        if not runtime_available(s.runtime):
+            return (
+                f"--runtime {s.runtime} is not installed here (pip install "
+                "'sidd-denoise[runtimes]')"
+            )
     if s.data_cpus is not None and s.data_cpus <= 0:
         return "--data-cpus must be positive"
     if not 0.0 <= s.strength <= 1.0:
