@@ -87,12 +87,16 @@ def runtime_available(runtime: str) -> bool:
 
 
 def resolve_runtime(runtime: str) -> str:
-    """The runtime to use; ``auto`` is the fastest one installed, else TensorFlow.
+    """The runtime to use; ``auto`` is the fastest one installed for this CPU.
 
-    Order for ``auto``: OpenVINO, then ONNX Runtime, then TensorFlow. Measured in one
-    process (``benchmarks/bench_runtimes.py``, packaged U-Net, 1024² tile, batch 1)
-    on a 2-core AMD EPYC with AVX2 only: see the README's runtime table. A machine
-    with a GPU keeps TensorFlow (the other two are built for CPU here).
+    Measured in one process (``benchmarks/bench_runtimes.py``, packaged U-Net, 1024²
+    tile, batch 1, MP per CPU-second on a shared 2-core AMD EPYC with AVX-512 BF16):
+    TensorFlow fp32 0.273, bf16 0.559; OpenVINO fp32 0.268, bf16 0.539; ONNX Runtime
+    fp32 0.230; OpenCV NLM 0.570. On a 2-core AMD EPYC with AVX2 only (issue 19)
+    OpenVINO ran 1.6x TensorFlow fp32 (0.46 against 0.29 MP/s) and 2.7x TensorFlow's
+    emulated bf16. So ``auto`` is TensorFlow where there is a GPU or native bf16
+    (AVX-512 BF16 / AMX: as fast, and no conversion), else OpenVINO when installed,
+    else TensorFlow; ONNX Runtime was never the fastest and is only used when asked.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
@@ -106,12 +110,9 @@ def resolve_runtime(runtime: str) -> str:
         return runtime
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
+    if tf.config.list_physical_devices("GPU") or cpu_has_bf16():
         return "tensorflow"
-    for candidate in ("openvino", "onnxruntime"):
-        if runtime_available(candidate):
-            return candidate
-    return "tensorflow"
+    return "openvino" if runtime_available("openvino") else "tensorflow"
 
 
 def runtime_threads() -> int:
