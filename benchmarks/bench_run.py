@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -347,6 +348,154 @@ def moto_s3():
         server.wait()
 
 
+# --------------------------------------------------------------------------
+# Pipeline ceiling (--ceiling): null model, fused against split, data CPUs
+# --------------------------------------------------------------------------
+
+
+def write_jpeg_set(folder: Path, ref_folder: Path, count: int, width: int, height: int) -> None:
+    """Photo-like noisy JPEGs (q95) and their clean PNG references, ``count`` of each."""
+    import cv2
+
+    rng = np.random.default_rng(width)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y /= height
+    x /= width
+    clean = np.stack([np.sin(9 * x) * 0.3, np.cos(7 * y) * 0.3, (x - y) * 0.3], -1) + 0.5
+    clean = np.rint(np.clip(clean, 0, 1) * 255).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    ref_folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        noise = rng.normal(0, 12, clean.shape).astype(np.float32)
+        noisy = np.clip(clean + noise, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"img{i:04d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(ref_folder / f"img{i:04d}.png"), clean, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
+def metric_cost(size: tuple[int, int]) -> dict[str, float]:
+    """CPU seconds per MP of scoring one image against its reference (two comparisons per
+    image in a run: output and input), for scikit-image and both fast_metrics modes."""
+    from denoise_core import fast_metrics, metrics
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    b = np.clip(a + rng.normal(0, 10, a.shape), 0, 255).astype(np.uint8)
+    mp = size[0] * size[1] / 1e6
+    out = {}
+    for name, fn in (
+        ("scikit-image", lambda: metrics.image_metrics(a, b)),
+        ("exact (float64)", lambda: fast_metrics.image_metrics(a, b, np.float64)),
+        ("fast (float32)", lambda: fast_metrics.image_metrics(a, b, np.float32)),
+    ):
+        best = math.inf
+        for _ in range(3):
+            start = time.process_time()
+            fn()
+            best = min(best, time.process_time() - start)
+        out[name] = best / mp
+    return out
+
+
+def ceiling(args) -> int:
+    """Null-model and stand-in runs on JPEG inputs; with and without references."""
+    import ray
+
+    from jobs import quiet
+    from jobs.common import quiet_ray_data
+
+    work = Path(tempfile.mkdtemp(prefix="bench_ceiling_"))
+    sizes = {"1 MP": (1024, 1024), "12 MP": (4000, 3000)}
+    counts = dict(zip(sizes, (int(c) for c in args.ceiling_images.split(",")), strict=True))
+    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), load {os.getloadavg()[0]:.1f}")
+    for name, (w, h) in sizes.items():
+        write_jpeg_set(work / name / "in", work / name / "ref", counts[name], w, h)
+    rows: list[tuple[str, str, float, float, float, float]] = []
+
+    def measure(label: str, name: str, extra: list[str], data_cpus: int) -> None:
+        src = str(work / name / "in")
+        dst = str(work / f"out-{len(rows)}")
+        ray.shutdown()  # a fresh local Ray with this many CPUs (never another cluster)
+        ray.init(
+            address="local",
+            num_cpus=data_cpus,
+            logging_level=logging.WARNING,
+            runtime_env=quiet.runtime_env(),
+        )
+        quiet_ray_data()
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        with contextlib.redirect_stderr(open(os.devnull, "w")), PeakMemory() as mem:
+            code = run_job_main([src, dst, "--no-report", "--format", "jpg", *extra])
+        if code != 0:
+            raise RuntimeError(f"denoise run exited {code}: {label}")
+        import json
+
+        from denoise_core import storage
+
+        summary = json.loads(storage.read_bytes(storage.join(dst, "summary.json")))
+        steady = summary.get("steady_mp_per_s") or 0.0
+        # CPU time is what a shared machine cannot hide: MP per CPU second of every
+        # process of the run (Ray's workers, start-up included, and the driver).
+        cpu = mem.cpu_seconds + mem.driver_cpu
+        per_cpu = summary["megapixels"] / cpu if cpu > 0 else 0.0
+        rows.append((label, name, summary["mp_per_s"], steady, per_cpu, mem.peak_total / 2**20))
+        print(
+            f"  {label:<44} {name:>6}: {steady:7.2f} MP/s steady, "
+            f"{summary['mp_per_s']:6.2f} end to end ({summary['seconds']:.0f} s), "
+            f"{per_cpu:5.2f} MP per CPU s, peak RSS {mem.peak_total / 2**20:.0f} MiB",
+            flush=True,
+        )
+        shutil.rmtree(dst, ignore_errors=True)
+
+    data_cpu_counts = [int(c) for c in args.data_cpus.split(",")]
+    print("null model (--model identity), JPEG in and out:")
+    for name in sizes:
+        for d in data_cpu_counts:
+            fused = ["--model", "identity", "--pipeline", "fused", "--concurrency", str(d)]
+            measure(f"fused, {d} actor(s) x 1 CPU", name, fused, d)
+            split = ["--model", "identity", "--pipeline", "split", "--data-cpus", str(d)]
+            split += ["--cpus-per-actor", "0", "--concurrency", "1"]
+            measure(f"split, {d} data CPU(s)", name, split, d)
+    print("stand-in accelerator (--model identity:400: sleeps MP/400 s, no CPU), split:")
+    for d in data_cpu_counts:
+        split = ["--model", "identity:400", "--pipeline", "split", "--data-cpus", str(d)]
+        split += ["--cpus-per-actor", "0", "--concurrency", "1"]
+        measure(f"split, {d} data CPU(s)", "12 MP", split, d)
+    print("metrics: CPU s per MP of one comparison (a run with references makes two):")
+    for name, cost in metric_cost((1024, 1024)).items():
+        print(f"  {name:<16} {cost:.3f} CPU s/MP ({1 / cost:.1f} MP/s)")
+    if args.reference_model:
+        name = None if args.reference_model == "default" else args.reference_model
+        model = pick_model(name, work)
+        print(f"with and without --reference ({model}, fused, 1 MP JPEGs):")
+        ref = str(work / "1 MP" / "ref")
+        base = ["--model", model, "--pipeline", "fused"]
+        cpus = max(data_cpu_counts)
+        measure("no reference", "1 MP", base, cpus)
+        measure("--reference, --metrics exact", "1 MP", [*base, "--reference", ref], cpus)
+        measure(
+            "--reference, --metrics fast",
+            "1 MP",
+            [*base, "--reference", ref, "--metrics", "fast"],
+            cpus,
+        )
+    ray.shutdown()
+    print(f"\ncpu: {cpu_model()}; load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'run':<44} {'images':>6} {'MP/s steady':>11} {'MP/s e2e':>9} "
+        f"{'MP/CPU-s':>8} {'peak RSS MiB':>12}"
+    )
+    for label, name, e2e, steady, per_cpu, rss in rows:
+        print(f"{label:<44} {name:>6} {steady:>11.2f} {e2e:>9.2f} {per_cpu:>8.2f} {rss:>12.0f}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def run_job_main(argv: list[str]) -> int:
+    from jobs import run as run_job_module
+
+    return run_job_module.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", default="20,200", help="image counts (comma-separated)")
@@ -380,7 +529,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary images and outputs")
     p.add_argument("--num-cpus", type=int, default=None, help="Ray logical CPUs (default: all)")
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="measure the pipeline instead: --model identity fused against split on 1 MP "
+        "and 12 MP JPEGs per data-CPU count, the identity:400 accelerator stand-in, metric "
+        "costs, and (with --reference-model) a model with and without --reference",
+    )
+    p.add_argument("--ceiling-images", default="40,6", help="--ceiling: 1 MP and 12 MP images")
+    p.add_argument("--data-cpus", default="1,2", help="--ceiling: Ray CPU counts to compare")
+    p.add_argument(
+        "--reference-model",
+        default=None,
+        help="--ceiling: also time this model ('default': the packaged one) with and "
+        "without --reference",
+    )
     args = p.parse_args(argv)
+    if args.ceiling:
+        return ceiling(args)
     counts = [int(c) for c in args.images.split(",") if c]
 
     with moto_s3() if not args.no_s3 else contextlib.nullcontext():

@@ -1,16 +1,15 @@
 """``denoise run INPUT OUTPUT``: denoise a folder, a bucket prefix or an ingested data set.
 
 Run as ``python -m jobs.run INPUT OUTPUT …`` under ``ray job submit`` or through the
-``denoise`` CLI. The driver lists INPUT and plans one small work row per image
-(keys and URIs only). Ray Data streams the rows to an actor pool: each actor
-loads the model once and, per image, reads the bytes, decodes (EXIF orientation
-applied, 8/16-bit, grey, RGBA kept), denoises tile by tile (the model's memory
-is bounded by the tile; the decoded image by --max-megapixels), blends the result
-with the input by ``--strength``, encodes in the input's format and depth with the
-input's EXIF, XMP and ICC profile, writes the output atomically under OUTPUT at the
-input's key, and scores it against the reference. Decoded pixels never leave the
-actor; only result rows (metrics) come back. The driver writes ``metrics.parquet``,
+``denoise`` CLI. This module parses the arguments, checks that storage answers and
+wires Ray Data; everything else is :mod:`denoise_core.bulk`: the settings, the plan
+(one small work row per image: keys and URIs only), the per-image work and the run's
+sequence (:func:`denoise_core.bulk.runner.run`), which writes ``metrics.parquet``,
 ``errors.parquet``, ``summary.json`` and ``report.html``.
+
+Two pipelines (:func:`denoise_core.bulk.choose_pipeline`): fused, where one actor
+per model reads, decodes, denoises, encodes, writes and scores each image, and
+split, where decode and finish run in CPU workers and the actors only denoise.
 
 Re-running skips images whose output exists (their metrics are recomputed from
 the existing file); ``--overwrite`` denoises them again.
@@ -190,8 +189,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data-cpus",
         type=int,
         default=None,
-        help="split pipeline: most decode and most finish workers at once, 1 CPU each "
-        "(default: the cluster's CPUs not reserved by model actors)",
+        help="split pipeline: CPUs for the decode and finish workers together (up to N "
+        "of each, half a CPU each; default: the cluster's CPUs not reserved by model actors)",
     )
     p.add_argument(
         "--metrics",
@@ -281,9 +280,15 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
         )
         return runner.Execution(ds.iter_rows(), info)
     # One image per data call: a decoded 12 MP photo is 36 MB, so blocks stay one image
-    # and leave the object store as soon as the next operator has taken them.
+    # and leave the object store as soon as the next operator has taken them. Decode and
+    # finish alternate per image: each worker reserves half a CPU, so both pools at
+    # their largest reserve --data-cpus CPUs together, and one CPU runs one of each.
     data_cpus = _data_cpus(s, concurrency)
-    data_workers = {"batch_size": 1, "concurrency": (1, data_cpus), "num_cpus": 1}
+    data_workers = {
+        "batch_size": 1,
+        "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=data_cpus),
+        "num_cpus": 0.5,
+    }
     ds = ds.map_batches(
         split.DecodeStage,
         fn_constructor_kwargs={"settings": s, "existing": existing},

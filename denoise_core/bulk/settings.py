@@ -190,11 +190,13 @@ def choose_pipeline(s: RunSettings) -> tuple[str, str]:
     tasks it scales with the cluster's cores. Fused on CPU-only runs: there the model
     is the slow part (~1-4 MP/s per core), the actor's prefetch threads already overlap
     the codecs with it, and the split path pays for decoded pixels crossing the object
-    store twice and a second decode of each input (benchmarks/bench_run.py --ceiling
-    measures both; see the README's figures).
+    store twice and a second decode of each input. Measured with the null model on
+    the 2-core AMD EPYC here (benchmarks/bench_run.py --ceiling): fused 5.6 / 7.1 MP/s
+    against split 3.8 / 5.7 on 1 MP JPEGs (1 / 2 CPUs), 5.7 against 3.2 MP per CPU
+    second on 12 MP.
     """
     if s.pipeline != "auto":
         return s.pipeline, f"--pipeline {s.pipeline}"
     if s.gpus > 0:
-        return "split", "model actors on GPUs: codecs and metrics in CPU tasks keep them fed"
+        return "split", "model actors on GPUs: codecs and metrics in CPU workers keep them fed"
     return "fused", "CPU-only: codecs overlap the model inside the actor, no pixel transfers"

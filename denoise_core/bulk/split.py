@@ -1,17 +1,19 @@
 """The split path: decode, denoise and finish as separate ``map_batches`` stages.
 
-- :class:`DecodeStage` (CPU tasks): read, header check, decode, input noise, resume
+- :class:`DecodeStage` (CPU workers): read, header check, decode, input noise, resume
   and ``--skip-below`` decisions. Only images the model must see carry pixels on.
 - :class:`DenoiseStage` (actor pool, GPU or CPU): the model on uint8 / uint16 pixels
   in and out; nothing else, so an accelerator is not held up by codec work.
-- :class:`FinishStage` (CPU tasks): encode with the input's metadata, atomic write,
+- :class:`FinishStage` (CPU workers): encode with the input's metadata, atomic write,
   metrics against the reference, output noise.
 
 Decoded pixels live in Ray's object store twice per image at most (input pixels
 between decode and denoise, output pixels between denoise and finish), each as one
 short-lived row. The finish stage decodes the input again from its encoded bytes,
 which travel with the row (a JPEG decodes at ~90 MP/s per core), rather than
-carrying the input's pixels through the model actor as well.
+carrying the input's pixels through the model actor as well. The CPU workers are
+small actor pools (half a CPU each) so that settings and the resume list are sent
+once per worker, not with every batch.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class DenoiseStage:
 
 
 class FinishStage:
-    """Denoised rows → result rows: encode, write, score (CPU tasks)."""
+    """Denoised rows → result rows: encode, write, score (CPU workers)."""
 
     def __init__(self, settings: RunSettings, existing: list[str]) -> None:
         self.steps = image_steps(settings, existing)

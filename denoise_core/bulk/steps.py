@@ -3,7 +3,7 @@
 read → decode (header checked against ``--max-megapixels`` first) → resume and
 ``--skip-below`` decisions → reference → the input's metadata → (the model, done
 by the caller) → encode → atomic write → metrics. :class:`ImageSteps` holds only
-settings, so the same object can run in a model actor (fused) or in CPU tasks
+settings, so the same object can run in a model actor (fused) or in CPU workers
 (split), and both give the same rows.
 """
 
