@@ -252,6 +252,13 @@ _SUMMARY_ROWS = (
     ("tile / overlap", "tiling"),
 )
 
+# Rows that only mean something when some image had ground truth: a run without
+# references leaves them out instead of showing a column of dashes.
+_REFERENCE_KEYS = frozenset(
+    ["psnr_mean", "psnr_median", "input_psnr_mean", "psnr_gain_mean"]
+    + ["ssim_mean", "input_ssim_mean", "mse_mean", "input_mse_mean"]
+)
+
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -278,15 +285,22 @@ def render_html(
         f"<h1>{html.escape(title)}</h1>",
         "<h2>Summary</h2><table>",
     ]
+    referenced = bool(summary.get("with_reference"))
     for label, key in _SUMMARY_ROWS:
-        if key in summary:
+        if key in summary and (referenced or key not in _REFERENCE_KEYS):
             parts.append(f"<tr><th>{label}</th><td>{_fmt(summary[key])}</td></tr>")
     parts.append("</table>")
-    parts.append(
-        "<p class='note'>Metrics on RGB (alpha ignored) in [0, 1], float64: MSE, PSNR with peak 1, "
-        "SSIM from scikit-image (7×7 window). Gain = PSNR of the output minus PSNR of the "
-        "noisy input.</p>"
-    )
+    if referenced:
+        parts.append(
+            "<p class='note'>Metrics on RGB (alpha ignored) in [0, 1], float64: MSE, PSNR with "
+            "peak 1, SSIM from scikit-image (7×7 window). Gain = PSNR of the output minus PSNR "
+            "of the noisy input.</p>"
+        )
+    else:
+        parts.append(
+            "<p class='note'>No image had a reference (ground truth): PSNR, SSIM and MSE "
+            "rows are left out; the noise estimates below describe the run.</p>"
+        )
     noise = noise_histogram(records, summary.get("skip_below"))
     if noise:
         parts.append("<h2>Noise (estimated without reference)</h2>")
