@@ -371,7 +371,10 @@ def test_runtime_env_leaves_what_a_job_submitter_set(monkeypatch):
 
 
 def cli_env(ray_tmp: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", quiet.VERBOSE_ENV)}
+    # A user's shell, not this test process's: importing JAX (when installed) sets
+    # TF_CPP_MIN_LOG_LEVEL=1 here, and the CLI never overrides a value it inherits.
+    dropped = {"RAY_ADDRESS", quiet.VERBOSE_ENV, *quiet.QUIET_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["RAY_TMPDIR"] = ray_tmp  # a private Ray temp dir: its own current-cluster record
     env["PYTHONUNBUFFERED"] = "1"
     return env
