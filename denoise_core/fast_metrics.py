@@ -15,7 +15,7 @@ window lies inside the image (scikit-image crops (win - 1) / 2 from each side),
 averaged over channels; a smaller odd window under 7 px a side and NaN under 3.
 Because only inside windows count, no border rule is involved.
 
-Measured against :mod:`denoise_core.metrics` (tests/test_fast_metrics.py): float64
+Measured against :mod:`denoise_core.metrics` (tests/core/test_fast_metrics.py): float64
 agrees to about 1e-15, float32 to about 1e-6 in SSIM; MSE is summed in float64
 from exact differences either way, so PSNR agrees to about 1e-12 dB.
 """

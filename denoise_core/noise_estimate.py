@@ -12,7 +12,7 @@ photo costs what a 4 MP one does:
   ``skimage.data`` photos with Gaussian noise (not clipped) of known sigma: within 10%
   for sigma 15 to 50 (0.99-1.09); below, textured photos read high (up to +15% at
   sigma 10 and +32% at 5 on ``coffee``, where fine texture counts as noise) -- see
-  tests/test_noise_estimate.py. A
+  tests/core/test_noise_estimate.py. A
   PCA estimator (Chen, Zhu and Heng, ICCV 2015) was closer on synthetic noise
   (5.0-5.5 at sigma 5) but fell to a tenth of the true level on JPEG photos with 4:2:0
   chroma subsampling (the channels' noise is then correlated), so it is not used.

@@ -25,7 +25,7 @@ from denoise_core import codecs, manifest, storage
 from denoise_core.shards import SCHEMA
 from jobs import ingest as ingest_job
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PATCH_ARGS = ["--patch", str(fx.PATCH), "--stride", str(fx.PATCH)]
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -31,7 +31,7 @@ from denoise_core import isp, noise, noise_stats, run_folder, training  # noqa: 
 from denoise_core.patches import fitting_saturation  # noqa: E402
 from jobs import train_jax as jt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fitting_saturation_matches_numpy():

@@ -27,7 +27,7 @@ from denoise_core.train_config import TrainConfig
 from jobs import ingest as ingest_job
 from jobs import train as train_job
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCS = (REPO / "README.md", REPO / "cluster" / "README.md")
 RAYJOBS = (REPO / "cluster" / "kuberay" / "rayjob-train.yaml",)
 COMMAND = re.compile(r"(?:denoise (ingest|train)|python -m jobs\.(ingest|train))(?=\s)(.*)")

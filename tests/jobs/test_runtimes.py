@@ -25,7 +25,7 @@ from denoise_core.inference import SYMMETRIES, Denoiser, cpu_has_bf16, runtime_a
 
 OTHER = ("onnxruntime", "openvino")
 ALL = ("tensorflow", *OTHER)
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
 
 def need(runtime: str) -> None:

@@ -32,7 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 KUBERAY = CLUSTER / "kuberay"
 LOCAL_SH = CLUSTER / "local.sh"

@@ -634,31 +634,6 @@ def test_skip_below_must_be_a_sigma_of_zero_or_more(value):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(75, 53), (97, 31), (20, 14), (5, 40), (1, 1)])
-def test_tiled_equals_whole_image(tiny_model, size):
-    """Tolerance: max |tiled - whole| <= 5e-3 on [0, 1] (tile 32, overlap 16; the tiny
-    U-Net's receptive field exceeds the 4-pixel seam margin, so cross-fades are not
-    bit-exact), against whole-image inference on the image reflect-padded to the
-    model's size multiple (tiles are fitted to the image, so one that fits in a tile
-    is not padded further and matches up to round-off)."""
-    from denoise_core import models, tiling
-    from denoise_core.inference import Denoiser
-
-    model = models.load_model(tiny_model)
-    h, w = size
-    x = np.random.default_rng(3).random((h, w, 3)).astype(np.float32)
-    tiled = Denoiser(model, tile=32, overlap=16, batch_size=4)(x)
-
-    def predict(b):
-        return model(b, training=False).numpy()
-
-    whole = np.clip(tiling.denoise_whole(predict, x, multiple=2), 0, 1)
-    assert tiled.shape == x.shape
-    assert np.abs(tiled - whole).max() <= 5e-3
-    if h <= 32 and w <= 32:
-        assert np.abs(tiled - whole).max() <= 1e-5  # one tile: identical up to round-off
-
-
 # --------------------------------------------------------------------------
 # Argument and model errors (no Ray)
 # --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from jobs import common, preflight, quiet
 from jobs import run as run_job
 from jobs import train as train_job
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DENOISE = str(Path(sys.executable).with_name("denoise"))
 # Start-up lines that must not reach a user's screen without --verbose.
 NOISE_MARKERS = (

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RAY_BIN = Path(sys.executable).with_name("ray")
 N_PHOTOS, SIZE = 8, 96
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
