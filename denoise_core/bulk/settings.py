@@ -75,6 +75,19 @@ class RunSettings:
             values["format"] = None
         return cls(**values)
 
+    def image_step_options(self) -> dict[str, Any]:
+        """The per-image keyword arguments of ``ImageSteps`` (and so ``BulkProcessor``):
+        one place that hands them on, for the fused and the split path alike."""
+        return {
+            "overwrite": self.overwrite,
+            "max_megapixels": self.max_megapixels,
+            "strength": self.strength,
+            "skip_below": self.skip_below,
+            "jpeg_quality": self.jpeg_quality,
+            "heic_quality": self.heic_quality,
+            "metrics": self.metrics,
+        }
+
 
 def problem(s: RunSettings) -> str | None:
     """Why these settings cannot run (checked before any storage or Ray), else None."""

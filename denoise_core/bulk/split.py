@@ -39,17 +39,7 @@ MODEL, EXISTING, CLEAN, ERROR = "model", "existing", "clean", "error"
 
 
 def image_steps(s: RunSettings, existing: list[str]) -> ImageSteps:
-    return ImageSteps(
-        s.output,
-        existing=existing,
-        overwrite=s.overwrite,
-        max_megapixels=s.max_megapixels,
-        strength=s.strength,
-        skip_below=s.skip_below,
-        jpeg_quality=s.jpeg_quality,
-        heic_quality=s.heic_quality,
-        metrics=s.metrics,
-    )
+    return ImageSteps(s.output, existing=existing, **s.image_step_options())
 
 
 class DecodeStage:

@@ -21,14 +21,8 @@ class FusedStage:
             load_denoiser(s),
             s.output,
             existing=existing,
-            overwrite=s.overwrite,
             threads=s.threads,
-            max_megapixels=s.max_megapixels,
-            strength=s.strength,
-            skip_below=s.skip_below,
-            jpeg_quality=s.jpeg_quality,
-            heic_quality=s.heic_quality,
-            metrics=s.metrics,
+            **s.image_step_options(),
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
