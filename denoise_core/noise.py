@@ -50,7 +50,7 @@ __all__ = [
     "synthesize",
 ]
 
-# What `denoise train` synthesises on clean rows by default (unet-v9's recipe): half the
+# What `denoise train` synthesises on clean rows by default (unet-v9's and v10's recipe): half the
 # samples phone-like (isp, isp with JPEG, the mixed degradations), a third blind
 # Gaussian (keeps Gaussian denoising and light noise), a sixth the simple camera model.
 DEFAULT_TRAINING_NOISE = "isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;camera"
