@@ -54,7 +54,7 @@ def input_signature(model) -> list:
     return [tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME)]
 
 
-def _check_output(out: str, overwrite: bool, fmt: str, protected: list[str]) -> str:
+def check_output(out: str, overwrite: bool, fmt: str, protected: list[str]) -> str:
     """Absolute OUT, refused when it would replace the model or something not ours."""
     if storage.is_remote(out):
         raise ExportError(f"OUT must be a local path, got {out}")
@@ -116,7 +116,7 @@ def export_model(model, out: str, fmt: str, overwrite: bool = False, source: str
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = _check_output(out, overwrite, fmt, [source] if source else [])
+    out = check_output(out, overwrite, fmt, [source] if source else [])
     model = float32_model(model)
     suffix = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": ""}[fmt]
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out))

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"unknown format {args.format!r}; choose one of {', '.join(export.FORMATS)}")
     try:
         # Check OUT before loading the model: a mistake costs no model load.
-        export._check_output(args.out, args.overwrite, args.format, [args.model])
+        export.check_output(args.out, args.overwrite, args.format, [args.model])
         model = export.load_for_export(args.model)
         out = export.export_model(
             model, args.out, args.format, overwrite=args.overwrite, source=args.model
