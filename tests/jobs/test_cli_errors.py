@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,9 +54,15 @@ def no_ray(monkeypatch):
     fx.forbid_ray_start(monkeypatch, train_job, run_job)
 
 
+# A line Ray forwards from a worker or the GCS of the test session's own Ray cluster
+# (started by earlier tests in this process; the job under test never starts Ray, see
+# no_ray): "(pid=gcs_server) ...", "(raylet) ...", "(Actor pid=123) ...", maybe coloured.
+_FORWARDED_BY_RAY = re.compile(r"^(\x1b\[\d+m)?\((pid=|raylet\)|[\w()]+ pid=)")
+
+
 def one_error_line(capsys) -> str:
     captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
+    err = [ln for ln in captured.err.strip().splitlines() if not _FORWARDED_BY_RAY.match(ln)]
     assert len(err) == 1 and err[0].startswith("error: "), (captured.out, err)
     return err[0]
 
