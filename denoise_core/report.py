@@ -389,12 +389,16 @@ def benchmark_crops_figure(
 
 
 def benchmark_html(title: str, table_markdown: str, figures: Sequence[tuple[str, bytes]]) -> str:
-    """``denoise benchmark``'s report: the tables as text and each real set's crops."""
+    """``denoise benchmark``'s report: its Markdown tables as HTML tables (the same text
+    as RESULT.md, rendered by markdown-it-py with raw HTML off) and each real set's crops."""
+    from markdown_it import MarkdownIt
+
+    tables = MarkdownIt("commonmark", {"html": False}).enable("table").render(table_markdown)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<pre>{html.escape(table_markdown)}</pre>",
+        tables,
     ]
     for name, png in figures:
         parts.append(f"<h2>{html.escape(name)}: centre crops, PSNR in dB</h2>")

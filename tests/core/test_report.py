@@ -17,3 +17,11 @@ def test_a_run_with_references_shows_them():
     html = report.render_html({**BASE, "with_reference": 2, "psnr_mean": 31.5}, [], [], [])
     assert "PSNR mean (dB)" in html and "31.50" in html
     assert "No image had a reference" not in html
+
+
+def test_benchmark_report_renders_the_tables_and_escapes_text():
+    md = "| set | a<b> |\n|---|---|\n| x | 1.00 |\n\nOracle choices: h=25."
+    html = report.benchmark_html("denoise benchmark", md, [])
+    assert "<table>" in html and "<td>1.00</td>" in html and "|---|" not in html
+    assert "<b>" not in html and "a&lt;b&gt;" in html  # text stays text
+    assert "Oracle choices: h=25." in html
