@@ -54,6 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
+    quiet.filter_forwarded_logs()
     quiet_ray_data()
 
 

@@ -162,6 +162,54 @@ def is_noise(line: str) -> bool:
     return bool(_NOISE.match(line))
 
 
+# Lines other Ray processes write that reach the driver through Ray's log forwarding,
+# about Ray's own internals, with nothing a user can do:
+_FORWARDED_NOISE = re.compile(
+    # Ray Train's controller actors (ray#53727), every training run
+    r"(core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the "
+    r"object store and max_restarts > 0"
+    # the raylet on 2-core machines, where Ray Data and Train start more workers
+    r"|WARNING: \d+ PYTHON worker processes have been started on node"
+    # the GCS when a finished job's actors are cleaned up
+    r"|gcs_actor_\w+\.cc:\d+: Failed to kill actor .*Socket closed)"
+)
+_RAY_PRINT_HANDLER = "ray_print_logs"  # ray._private.worker's name for its printer
+
+
+def is_forwarded_noise(line: str) -> bool:
+    return bool(_FORWARDED_NOISE.search(line))
+
+
+def filter_forwarded_logs() -> bool:
+    """Drop the forwarded Ray-internal lines (:data:`_FORWARDED_NOISE`) in the driver;
+    every other line a worker, actor or raylet writes is printed as before. Wraps the
+    printer that ``ray.init(log_to_driver=True)`` registers with Ray's dispatcher of
+    forwarded lines (a private API: where it is missing, nothing changes and False is
+    returned). Nothing is filtered with ``--verbose``."""
+    if is_verbose():
+        return False
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return False
+    with dispatcher._lock:
+        handlers = list(dispatcher.handlers)
+    printers = [h for name, h in handlers if name == _RAY_PRINT_HANDLER]
+    if len(printers) != 1 or getattr(printers[0], "_denoise_filtered", False):
+        return False
+    printer = printers[0]
+
+    def filtered(data: dict) -> None:
+        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
+        if lines:
+            printer({**data, "lines": lines})
+
+    filtered._denoise_filtered = True  # type: ignore[attr-defined]
+    dispatcher.remove_handler(_RAY_PRINT_HANDLER)
+    dispatcher.add_handler(_RAY_PRINT_HANDLER, filtered)
+    return True
+
+
 @contextmanager
 def native_stderr_filtered() -> Iterator[None]:
     """Capture file descriptor 2 (where C++ libraries log) and write back every line that

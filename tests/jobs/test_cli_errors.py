@@ -365,6 +365,38 @@ def test_native_stderr_filter_drops_noise_and_keeps_the_rest(capfd):
     ]
 
 
+def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session, capsys):
+    """A Ray task writes Ray-internal lines and its own line to stderr; the driver (the
+    test session's real Ray, its forwarding filtered as ``init_ray`` does) prints only
+    its own."""
+    import ray
+
+    noise = [
+        "[2026-11-27 05:43:34,528 E 8207 8244] core_worker.cc:2465: Actor with class name: "
+        "'PreemptionWatcher' and ID: 'f45e' has constructor arguments in the object store "
+        "and max_restarts > 0. If the arguments ...",
+        "WARNING: 8 PYTHON worker processes have been started on node: c52 with address: "
+        "192.0.2.2, which is 4x the maximum expected startup concurrency (2).",
+    ]
+    own = "error: a line of ours that must reach the user"
+
+    def write_to_stderr(lines: list[str]) -> None:  # defined here: pickled by value
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
+
+    quiet.filter_forwarded_logs()
+    assert not quiet.filter_forwarded_logs()  # wrapped once, not twice
+    capsys.readouterr()
+    ray.get(ray.remote(write_to_stderr).remote([*noise, own]))
+    deadline = time.time() + 20
+    err = ""
+    while own not in err and time.time() < deadline:
+        time.sleep(0.2)
+        err += capsys.readouterr().err
+    assert own in err
+    assert "core_worker.cc" not in err and "PYTHON worker processes" not in err, err
+
+
 def test_runtime_env_leaves_what_a_job_submitter_set(monkeypatch):
     monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
     submitted = {"runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}, "working_dir": "."}}
