@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="a .keras model to include (repeat); default: the packaged model if present",
+        help="a .keras model to include (repeat); PATH or a bare NAME may be a packaged tier "
+        "(default, fast); default: the packaged default model if present",
     )
     p.add_argument(
         "--precision",
@@ -92,7 +93,7 @@ def _gaussian_specs(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from denoise_core import benchmark
+    from denoise_core import benchmark, weights
 
     wanted = {m.strip() for m in args.methods.split(",") if m.strip()}
     unknown = wanted - set(METHODS)
@@ -135,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
             print("models run in " + ", ".join(f"{r} -> {v}" for r, v in resolved_runtimes.items()))
         for spec in model_args:
             name, _, path = spec.partition("=")
+            try:  # NAME=default|fast, or just default|fast: a packaged tier
+                path = weights.resolve_model(path or name)
+            except weights.NoPackagedModel as exc:
+                return fail(str(exc))
             for runtime in runtimes:
                 for precision in precisions:
                     for ensemble in ensembles:

@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from denoise_core.export import FORMATS
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("model", metavar="MODEL", help="a .keras file (local or s3://...)")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .keras file (local or s3://...) or a packaged tier: default, fast",
+    )
     p.add_argument("out", metavar="OUT", help="the file (onnx, tflite) or folder to write")
     p.add_argument(
         "--format",
@@ -40,8 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from denoise_core import export, models
+    from denoise_core import export, models, weights
 
+    try:
+        args.model = weights.resolve_model(args.model)  # MODEL default|fast: a packaged tier
+    except weights.NoPackagedModel as exc:
+        return fail(str(exc))
     if args.format not in export.FORMATS:
         return fail(f"unknown format {args.format!r}; choose one of {', '.join(export.FORMATS)}")
     try:

@@ -30,32 +30,41 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {k: v for k, v in extra.items() if k in accepted or "kwargs" in accepted}
         info = models.model_info(models.build_model(name, **kwargs))
         rows.append({"model": name, **info, "default": name == models.DEFAULT_MODEL})
-    packaged = _packaged_model_row(models)
-    if packaged:
-        rows.append(packaged)
+    rows += _packaged_model_rows(models)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<10} {'params':>12} {'GFLOPs/MP':>10} {'size multiple':>14}")
+    print(f"{'model':<13} {'params':>12} {'GFLOPs/MP':>10} {'size multiple':>14}")
     for r in rows:
         mark = "  (default architecture)" if r["default"] else ""
-        mark = "  (packaged model: `denoise run` without --model)" if r.get("packaged") else mark
+        if r.get("packaged"):
+            mark = f"  (packaged {r['tier']} tier: {TIER_USE[r['tier']]})"
         print(
-            f"{r['model']:<10} {r['params']:>12,} {r['flops_per_megapixel'] / 1e9:>10.1f} "
+            f"{r['model']:<13} {r['params']:>12,} {r['flops_per_megapixel'] / 1e9:>10.1f} "
             f"{r['size_multiple']:>14}{mark}"
         )
     return 0
 
 
-def _packaged_model_row(models) -> dict | None:
-    """The model shipped in the package, measured like the builders' defaults."""
-    from denoise_core.weights import default_model_path
+# Row names of the packaged tiers ("packaged" for the default, as before the fast tier).
+TIER_ROWS = {"default": "packaged", "fast": "packaged-fast"}
+TIER_USE = {"default": "`denoise run` without --model", "fast": "--model fast"}
 
-    path = default_model_path()
-    if not path:
-        return None
-    model = models.load_model(path)
-    return {"model": "packaged", **models.model_info(model), "default": False, "packaged": True}
+
+def _packaged_model_rows(models) -> list[dict]:
+    """The models shipped in the package (one per tier it has), measured like the
+    builders' defaults."""
+    from denoise_core import weights
+
+    rows = []
+    for tier in weights.TIERS:
+        path = weights.packaged_model_path(tier)
+        if path:
+            info = models.model_info(models.load_model(path))
+            rows.append(
+                {"model": TIER_ROWS[tier], **info, "default": False, "packaged": True, "tier": tier}
+            )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,31 @@
-"""``denoise promote RUN_URI``: ship a run's exported model as the packaged default.
+"""``denoise promote RUN_URI [--tier default|fast]``: ship a run's model as a packaged tier.
 
-Copies ``RUN/model/model.keras`` to ``denoise_core/weights/default.keras`` and
-appends the run to the lineage in ``default_model_card.json`` (command, steps,
-wall time, data, validation metrics, and a benchmark table when given), so the
-next session can warm-start from it with ``denoise train --init-from``.
+Copies ``RUN/model/model.keras`` (or a chosen checkpoint) to
+``denoise_core/weights/<tier>.keras`` and appends the run to the lineage in
+``<tier>_model_card.json`` (architecture and FLOPs per megapixel measured on the
+shipped model, command, steps, wall time, data, validation metrics, and a benchmark
+table when given), so the next session can warm-start from it with ``denoise train
+--init-from`` and users pick it with ``--model <tier>``. The first promotion of a
+tier starts its lineage.
+
+The ``fast`` tier is refused when it costs more than a quarter of the FLOPs per
+megapixel of the ``default`` model beside it (issue 19's bound).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from denoise_core import run_folder, storage, weights
 from jobs.common import job_main
 
 MAX_BYTES = 20 * 2**20
+# The fast tier's budget: at most this share of the default model's FLOPs per megapixel.
+FAST_FLOPS_SHARE = 0.25
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "run",
         metavar="RUN_URI",
         help="a run folder written by denoise train or the GPU trainer (jobs/train_jax.py)",
+    )
+    p.add_argument(
+        "--tier",
+        default="default",
+        choices=weights.TIERS,
+        help="which packaged model to replace: default (the quality model, `denoise run` "
+        "without --model) or fast (`--model fast`, at most a quarter of the default's "
+        "FLOPs per megapixel); each has its own card and lineage (default %(default)s)",
     )
     p.add_argument(
         "--benchmark",
@@ -54,7 +72,49 @@ def merge_benchmarks(payloads: list[dict]) -> dict:
     return merged
 
 
+def architecture(model_bytes: bytes) -> dict:
+    """The shipped model's name, parameters and FLOPs per megapixel
+    (:func:`denoise_core.models.model_info`); loading it also proves it loads with
+    ``safe_mode=True``."""
+    from denoise_core import models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, run_folder.MODEL_FILE)
+        with open(path, "wb") as f:
+            f.write(model_bytes)
+        model = models.load_model(path)
+        return {"name": model.name, **models.model_info(model)}
+
+
+def fast_budget_problem(arch: dict, folder: Path) -> tuple[str | None, dict]:
+    """Why a fast-tier model may not ship beside ``folder``'s default model (None: it may),
+    and the comparison recorded in the card. Without a default model beside it there is
+    nothing to compare with."""
+    default_card = folder / weights.DEFAULT_CARD_FILE
+    default_flops = None
+    if default_card.exists():
+        default_flops = (json.loads(default_card.read_text()).get("architecture") or {}).get(
+            "flops_per_megapixel"
+        )
+    if not default_flops and (folder / weights.DEFAULT_MODEL_FILE).exists():
+        default_flops = architecture((folder / weights.DEFAULT_MODEL_FILE).read_bytes())[
+            "flops_per_megapixel"
+        ]
+    if not default_flops:
+        return None, {}
+    share = arch["flops_per_megapixel"] / default_flops
+    compared = {"default_flops_per_megapixel": default_flops, "flops_share_of_default": share}
+    if share > FAST_FLOPS_SHARE:
+        return (
+            f"a fast-tier model may cost at most {FAST_FLOPS_SHARE:g}x the default's FLOPs per "
+            f"megapixel; {arch['name']} costs {arch['flops_per_megapixel'] / 1e9:.1f} GFLOP/MP, "
+            f"{share:.2f}x the default's {default_flops / 1e9:.1f}"
+        ), compared
+    return None, compared
+
+
 def run(args: argparse.Namespace) -> int:
+    tier = args.tier
     run_uri = storage.absolute(args.run)
     try:
         model_bytes = storage.read_bytes(run_folder.exported_model_uri(run_uri))
@@ -81,28 +141,33 @@ def run(args: argparse.Namespace) -> int:
         return 2
     run_card = run_folder.read_card(run_uri)
     folder = Path(args.to) if args.to else Path(weights.__file__).parent
+    arch = architecture(model_bytes)
+    if tier == "fast":
+        message, compared = fast_budget_problem(arch, folder)
+        if message:
+            print(f"error: {message}")
+            return 2
+        arch = {**arch, **compared}
     folder.mkdir(parents=True, exist_ok=True)
-    card_path = folder / weights.DEFAULT_CARD_FILE
+    card_path = folder / weights.CARD_FILES[tier]
     card = json.loads(card_path.read_text()) if card_path.exists() else {"lineage": []}
     entry = run_folder.lineage_entry(run_uri, run_card, args.note)
+    entry["architecture"] = arch
     if promoted is not None:  # shipped a checkpoint, not the run's best-by-validation export
         entry["promoted_checkpoint"] = promoted
     if args.benchmark:
         entry["benchmark"] = merge_benchmarks(
             [json.loads(storage.read_bytes(storage.absolute(b))) for b in args.benchmark]
         )
-    card.update(
-        {
-            "architecture": run_card.get("architecture"),
-            "training": run_card.get("training"),
-            "current": entry,
-        }
-    )
+    card.update({"architecture": arch, "training": run_card.get("training"), "current": entry})
     card["lineage"].append(entry)
-    storage.write_bytes_atomic(str(folder / weights.DEFAULT_MODEL_FILE), model_bytes)
+    target = folder / weights.MODEL_FILES[tier]
+    storage.write_bytes_atomic(str(target), model_bytes)
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    target = folder / weights.DEFAULT_MODEL_FILE
-    print(f"promoted {run_uri} -> {target} (lineage entry {len(card['lineage'])})")
+    print(
+        f"promoted {run_uri} -> {target} ({tier} tier, {arch['name']}, "
+        f"{arch['flops_per_megapixel'] / 1e9:.1f} GFLOP/MP; lineage entry {len(card['lineage'])})"
+    )
     return 0
 
 

@@ -312,6 +312,12 @@ def default_model() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Settings from the arguments, storage reachable, then the core's run sequence."""
+    from denoise_core import weights
+
+    try:
+        args.model = weights.resolve_model(args.model)  # --model default|fast: a packaged tier
+    except weights.NoPackagedModel as exc:
+        return fail(str(exc))
     try:
         settings = bulk.build_settings(args, default_model=default_model())
         message = preflight.check_output_place(settings.output)

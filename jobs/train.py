@@ -69,7 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="{}",
         help="JSON keyword arguments for the model builder, e.g. '{\"widths\": [16, 32]}'",
     )
-    p.add_argument("--init-from", default=None, help="warm start from a .keras model (any URI)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm start from a .keras model (any URI) or a packaged tier (default, fast)",
+    )
     p.add_argument("--workers", type=int, default=1, help="data-parallel training workers")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument(
@@ -457,7 +461,13 @@ def run(args: argparse.Namespace) -> int:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
+    from denoise_core import weights
+
     start = time.time()
+    try:
+        args.init_from = weights.resolve_model(args.init_from)  # default|fast: a packaged tier
+    except weights.NoPackagedModel as exc:
+        return fail(str(exc))
     try:
         cfg = _absolute(TrainConfig.from_args(args))  # the one place arguments are checked
     except ConfigError as exc:

@@ -73,6 +73,7 @@ from denoise_core import (  # noqa: E402
     storage,
     training,
     valset,
+    weights,
 )
 from denoise_core.precision import PRECISIONS  # noqa: E402
 from denoise_core.train_config import COLOR_CLIPS, SamplerConfig  # noqa: E402
@@ -509,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.patch % 2 or args.batch < 1 or not 0 <= args.pairs_share < 1 or args.keep < 1:
         p.error("--patch must be even (whole Bayer cells), --batch and --keep positive, "
                 "--pairs-share in [0, 1)")  # fmt: skip
+    try:
+        args.init_from = weights.resolve_model(args.init_from)  # default|fast: a packaged tier
+    except weights.NoPackagedModel as exc:
+        p.error(str(exc))
     start = time.time()
     run_uri = storage.absolute(args.out)
     if run_folder.checkpoint_states(run_uri):

@@ -80,3 +80,72 @@ def test_promote_last_or_a_step_ships_that_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no checkpoint '200'" in out and "best, last or a step" in out
     assert len(json.loads((weights_dir / "default_model_card.json").read_text())["lineage"]) == 2
+
+
+def _fake_run_of(root, name: str, model, steps: int = 100) -> str:
+    """A finished run folder exporting ``model``."""
+    run = root / name
+    (run / "model").mkdir(parents=True)
+    model.save(run / "model/model.keras")
+    card = {"command": f"denoise train --steps {steps}", "steps": steps, "wall_time_s": 2.5,
+            "data": [{"uri": "/data/cbsd432", "weight": 1.0}], "best": {"val_psnr": 30.0},
+            "training": {"init_from": None, "lr": 1e-3}}  # fmt: skip
+    (run / "model/model_card.json").write_text(json.dumps(card))
+    return str(run)
+
+
+def test_promote_fast_tier_has_its_own_model_card_and_lineage(tmp_path, capsys):
+    weights_dir = tmp_path / "weights"
+    default = models.build_model("unet", widths=(8, 16), blocks_per_level=1)
+    fast = models.build_model("unet_s2d", widths=(4, 8), blocks_per_level=1)
+    assert promote.main([_fake_run_of(tmp_path, "d", default), "--to", str(weights_dir)]) == 0
+    default_card = (weights_dir / "default_model_card.json").read_text()
+
+    fast_run = _fake_run_of(tmp_path, "f1", fast, steps=300)
+    assert promote.main([fast_run, "--tier", "fast", "--to", str(weights_dir), "--note", "a"]) == 0
+    assert "fast tier, unet_s2d" in capsys.readouterr().out
+    shipped = (weights_dir / "fast.keras").read_bytes()
+    assert shipped == (tmp_path / "f1/model/model.keras").read_bytes()
+    assert (weights_dir / "default_model_card.json").read_text() == default_card  # untouched
+    card = json.loads((weights_dir / "fast_model_card.json").read_text())
+    assert set(card) == set(json.loads(default_card))  # the default card's structure
+    info = models.model_info(models.load_model(str(weights_dir / "fast.keras")))
+    entry = card["lineage"][0]  # the first promotion starts the lineage
+    assert len(card["lineage"]) == 1 and card["current"] == entry
+    default_flops = models.model_info(default)["flops_per_megapixel"]
+    for arch in (card["architecture"], entry["architecture"]):
+        assert arch["name"] == "unet_s2d" and arch["params"] == info["params"]
+        assert arch["flops_per_megapixel"] == info["flops_per_megapixel"]
+        assert arch["default_flops_per_megapixel"] == default_flops
+        assert arch["flops_share_of_default"] == info["flops_per_megapixel"] / default_flops
+        assert arch["flops_share_of_default"] <= 0.25
+    assert entry["command"] == "denoise train --steps 300" and entry["steps"] == 300
+    assert entry["wall_time_s"] == 2.5 and entry["data"][0]["uri"] == "/data/cbsd432"
+    assert entry["note"] == "a" and card["training"]["lr"] == 1e-3
+
+    again = _fake_run_of(tmp_path, "f2", fast, steps=400)
+    assert promote.main([again, "--tier", "fast", "--to", str(weights_dir)]) == 0
+    card = json.loads((weights_dir / "fast_model_card.json").read_text())
+    assert [e["steps"] for e in card["lineage"]] == [300, 400]
+    assert (weights_dir / "default_model_card.json").read_text() == default_card
+    assert json.loads(default_card)["current"]["architecture"]["name"] == "unet"
+
+
+def test_promote_fast_tier_refuses_more_than_a_quarter_of_the_default_flops(tmp_path, capsys):
+    weights_dir = tmp_path / "weights"
+    default = models.build_model("unet", widths=(8, 16), blocks_per_level=1)
+    assert promote.main([_fake_run_of(tmp_path, "d", default), "--to", str(weights_dir)]) == 0
+    same = _fake_run_of(tmp_path, "f", default)
+    assert promote.main([same, "--tier", "fast", "--to", str(weights_dir)]) == 2
+    out = capsys.readouterr().out
+    assert "at most 0.25x the default's FLOPs per megapixel" in out and "1.00x" in out
+    assert not (weights_dir / "fast.keras").exists()
+    assert not (weights_dir / "fast_model_card.json").exists()
+
+
+def test_promote_rejects_an_unknown_tier(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        promote.main([_fake_run(tmp_path, 100), "--tier", "tiny", "--to", str(tmp_path / "w")])
+    assert "invalid choice: 'tiny'" in capsys.readouterr().err
