@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import codecs, layouts, manifest, metrics, noise, storage
-from .noise_estimate import estimate_sigma  # wavelet MAD, on [0, 1]
+from .noise_estimate import wavelet_mad_sigma as estimate_sigma  # scikit-image convention
 
 Method = Callable[[np.ndarray, float | None], np.ndarray]
 
