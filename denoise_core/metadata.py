@@ -6,17 +6,20 @@ different). Pixels are encoded as before (OpenCV, fpng); :func:`embed` then writ
 input's metadata into the encoded container with exiv2, the metadata library behind
 darktable, digiKam and GIMP, so no pixel is encoded twice and 16-bit PNG and TIFF keep
 theirs too (Pillow cannot write 16-bit RGB). JPEG, PNG, TIFF and WebP outputs carry
-metadata; BMP has nowhere to put it. HEIC/HEIF is the exception: exiv2 reads it (an
-iPhone photo's EXIF, XMP and ICC profile are captured like any other) but cannot write
-it, and libheif cannot add metadata to an encoded file, so :func:`encode` hands the
-metadata to pillow-heif's encoder (:func:`heif_meta`: raw EXIF and XMP packet, as exiv2
-serialises them, and the ICC profile) and the HEIC is written with it in one pass.
-Use :func:`encode` (encode, then embed) for every format.
+metadata; BMP has nowhere to put it. HEIC/HEIF and AVIF are the exception: exiv2 reads
+them (an iPhone photo's EXIF, XMP and ICC profile are captured like any other; AVIF's
+too, through the same ISO-BMFF reader) but cannot write them, and libheif cannot add
+metadata to an encoded file, so :func:`encode` hands the metadata to the encoder
+(:func:`heif_meta`: raw EXIF and XMP packet, as exiv2 serialises them, and the ICC
+profile; pillow-heif's for HEIC, OpenCV's ``imencodeWithMetadata`` for AVIF) and the
+file is written with it in one pass. Use :func:`encode` (encode, then embed) for every
+format.
 
 Orientation: :func:`denoise_core.codecs.decode_image` turns pixels upright by the
 EXIF orientation, so an output whose pixels were turned says orientation 1 (EXIF and
 XMP ``tiff:Orientation``), its EXIF pixel dimensions are the output's, and the EXIF
-thumbnail, still in the stored orientation, is dropped.
+thumbnail, still in the stored orientation, is dropped. An AVIF input is always decoded
+as its container's transforms show it, so its metadata always says orientation 1.
 
 A JPEG input's chroma subsampling (4:4:4, 4:2:2, 4:2:0...) travels with its metadata,
 so a JPEG output is encoded with the same (:func:`denoise_core.codecs.jpeg_sampling`).
@@ -36,12 +39,22 @@ from typing import Any
 import exiv2
 import numpy as np
 
-from .codecs import DEFAULT_HEIC_QUALITY, HEIF_EXTENSIONS, encode_image, jpeg_sampling
+from .codecs import (
+    AVIF_EXTENSIONS,
+    DEFAULT_HEIC_QUALITY,
+    HEIF_EXTENSIONS,
+    encode_image,
+    is_avif,
+    jpeg_sampling,
+    read_header,
+)
 
 log = logging.getLogger(__name__)
 
 # Output extensions whose containers hold EXIF, XMP and an ICC profile.
-WRITABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", *HEIF_EXTENSIONS)
+WRITABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", *HEIF_EXTENSIONS, *AVIF_EXTENSIONS)
+# ... of which these get it from their encoder (exiv2 cannot write ISO-BMFF files).
+_GIVEN_TO_ENCODER = (*HEIF_EXTENSIONS, *AVIF_EXTENSIONS)
 
 # Tags of the first IFD (``Exif.Image``) that describe the input's own pixel layout
 # (TIFF baseline and extension tags: size, depth, compression, strips and tiles, chroma
@@ -83,9 +96,12 @@ def capture(data: bytes, *, upright_size: tuple[int, int] | None = None) -> Meta
 
     ``upright_size`` (width, height) says the pixels were turned upright by their EXIF
     orientation and are now that size: the orientation becomes 1 (see the module
-    docstring). Never raises: metadata exiv2 cannot read is left out.
+    docstring); AVIF's always is. Never raises: metadata exiv2 cannot read is left out.
     """
     sampling = jpeg_sampling(data)
+    if upright_size is None and is_avif(data):  # decoded as its container shows it
+        header = read_header(data)
+        upright_size = (header.width, header.height) if header else None
     try:
         image = exiv2.ImageFactory.open(data)
         image.readMetadata()
@@ -127,10 +143,10 @@ def encode(
     heic_quality: int = DEFAULT_HEIC_QUALITY,
 ) -> bytes:
     """``image`` encoded as ``ext`` with ``meta`` (None: none) in the file: embedded after
-    encoding (:func:`embed`), or for HEIC/HEIF given to the encoder (:func:`heif_meta`).
-    A JPEG output keeps a JPEG input's chroma subsampling."""
+    encoding (:func:`embed`), or for HEIC/HEIF and AVIF given to the encoder
+    (:func:`heif_meta`). A JPEG output keeps a JPEG input's chroma subsampling."""
     ext = ext.lower()
-    if ext in HEIF_EXTENSIONS:
+    if ext in _GIVEN_TO_ENCODER:
         return encode_image(image, ext, heic_quality=heic_quality, heif_meta=heif_meta(meta))
     sampling = meta.jpeg_sampling if meta is not None else None
     encoded = encode_image(image, ext, jpeg_quality=jpeg_quality, jpeg_sampling=sampling)
@@ -138,11 +154,12 @@ def encode(
 
 
 def heif_meta(meta: Metadata | None) -> dict[str, bytes]:
-    """pillow-heif's ``exif``, ``xmp`` and ``icc_profile`` save arguments for ``meta``: the
+    """The ``exif``, ``xmp`` and ``icc_profile`` of ``meta`` for pillow-heif's and
+    :func:`denoise_core.codecs.encode_image`'s AVIF encoder: the
     EXIF as a raw TIFF-structured block and the XMP packet, both serialised by exiv2 into
     the chunks of a 1x1 carrier PNG (eXIf, iTXt), so that they are exactly what a JPEG or
     PNG output of the same input gets. Empty when there is nothing or it cannot be
-    serialised (with a warning): the HEIC is still written."""
+    serialised (with a warning): the HEIC or AVIF is still written."""
     if meta is None or not meta.kinds:
         return {}
     out = {"icc_profile": meta.icc} if meta.icc else {}
@@ -151,7 +168,7 @@ def heif_meta(meta: Metadata | None) -> dict[str, bytes]:
     try:
         carrier = _exiv2_write(_CARRIER_PNG, meta, icc=False)
     except Exception as exc:
-        log.warning("metadata not written to HEIC output: %s: %s", type(exc).__name__, exc)
+        log.warning("metadata not written to HEIC/AVIF output: %s: %s", type(exc).__name__, exc)
         return out
     for kind, start, end in _png_chunks(carrier):
         body = carrier[start + 8 : end - 4]
@@ -170,10 +187,10 @@ _XMP_ITXT_KEYWORD = b"XML:com.adobe.xmp\x00"
 
 def embed(encoded: bytes, ext: str, meta: Metadata) -> bytes:
     """``encoded`` (an image file of type ``ext``) with ``meta`` written into it; the same
-    bytes when there is nothing to write or ``ext`` cannot hold it (HEIC/HEIF: see
+    bytes when there is nothing to write or ``ext`` cannot hold it (HEIC/HEIF, AVIF: see
     :func:`encode`)."""
     ext = ext.lower()
-    if not meta.kinds or ext not in WRITABLE or ext in HEIF_EXTENSIONS:
+    if not meta.kinds or ext not in WRITABLE or ext in _GIVEN_TO_ENCODER:
         return encoded
     try:
         return _png_with(encoded, meta) if ext == ".png" else _exiv2_write(encoded, meta)

@@ -19,6 +19,7 @@ from fsspec.core import url_to_fs
 
 # Lower case; listings compare lowercased keys, so IMG_0001.HEIC is an image too.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
+IMAGE_EXTENSIONS += (".avif",)  # decoded by OpenCV (libavif), see denoise_core.codecs
 
 
 def is_remote(uri: str) -> bool:

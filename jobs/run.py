@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=bulk.KEEP_FORMAT,
         metavar="EXT",
         help="output format: keep (default: each input's own format), png, tif, jpg, webp, "
-        "bmp, heic",
+        "bmp, heic, avif",
     )
     p.add_argument(
         "--jpeg-quality",

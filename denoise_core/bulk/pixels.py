@@ -16,9 +16,9 @@ from ..metrics import to_float01
 from .rows import InputError
 
 # OpenCV's WebP default (quality 100) is lossless; HEIC is x265 at --heic-quality.
-LOSSY_FORMATS = (".jpg", ".jpeg", ".heic", ".heif")
+LOSSY_FORMATS = (".jpg", ".jpeg", ".heic", ".heif", ".avif")
 # Formats that keep a 16-bit result deeper than 8 bits (HEIC as 10-bit).
-DEPTH16_FORMATS = (".png", ".tif", ".tiff", ".heic", ".heif")
+DEPTH16_FORMATS = (".png", ".tif", ".tiff", ".heic", ".heif", ".avif")
 # --metrics: the arithmetic of PSNR / MSE / SSIM (denoise_core.fast_metrics)
 METRIC_DTYPES = {"exact": np.float64, "fast": np.float32}
 
@@ -57,6 +57,7 @@ EXT_FORMAT = {
     ".webp": "WEBP",
     ".heic": "HEIF",  # pillow-heif's plugin, registered by codecs
     ".heif": "HEIF",
+    ".avif": "AVIF",
 }
 
 

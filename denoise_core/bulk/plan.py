@@ -25,6 +25,7 @@ REPORT_NAME = "report.html"
 RUN_FILES = (METRICS_NAME, SUMMARY_NAME, ERRORS_NAME, REPORT_NAME)
 
 OUTPUT_FORMATS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
+OUTPUT_FORMATS += (".avif",)  # 8- or 10-bit, metadata given to the encoder (codecs)
 KEEP_FORMAT = "keep"  # --format keep (the default): each output in its input's format
 _TMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")  # storage.write_bytes_atomic's temporary names
 

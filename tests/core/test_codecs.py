@@ -249,3 +249,101 @@ def test_format_keep_is_the_inputs_own_and_heic_is_an_output_format():
     assert bulk.normalize_format("HEIC") == ".heic"
     assert bulk.output_key("x/IMG_1.HEIC", None) == "x/IMG_1.HEIC"
     assert bulk.output_key("x/a.png", ".heic") == "x/a.heic"
+
+
+# --------------------------------------------------------------------------
+# AVIF (OpenCV's libavif): 8-, 10- and 12-bit in, 8- and 10-bit out, upright once
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "depth"), [(np.uint8, 8), (np.uint16, 10)])
+def test_avif_round_trip_keeps_size_depth_and_pixels(dtype, depth):
+    image = _photo(61, 90, dtype)  # odd height: 4:2:0 chroma padding is cropped again
+    data = codecs.encode_image(image, ".avif", avif_quality=95)
+    assert codecs.is_avif(data) and not codecs.is_heif(data) and data[8:12] == b"avif"
+    assert codecs.avif_bit_depth(data) == depth
+    header = codecs.read_header(data)
+    assert (header.width, header.height, header.channels) == (90, 61, 3)
+    assert header.bit_depth == (16 if depth > 8 else 8)
+    decoded = codecs.decode_image(data)
+    assert decoded.shape == image.shape and decoded.dtype == dtype
+    psnr = _psnr(decoded, image)
+    print(f"AVIF {depth}-bit quality 95: PSNR {psnr:.2f} dB, {len(data)} bytes")
+    assert psnr > 40
+
+
+@pytest.mark.parametrize("depth", [10, 12])
+def test_deep_avif_uses_the_full_sixteen_bit_range(depth):
+    """White (1023 or 4095 in the file) reads 65535, as a 16-bit PNG's does."""
+    import cv2
+
+    white = np.full((16, 16, 3), (1 << depth) - 1, np.uint16)
+    params = [cv2.IMWRITE_AVIF_DEPTH, depth, cv2.IMWRITE_AVIF_QUALITY, 100]
+    ok, buf = cv2.imencode(".avif", white, params)
+    assert ok and codecs.avif_bit_depth(buf.tobytes()) == depth
+    decoded = codecs.decode_image(buf.tobytes())
+    assert decoded.dtype == np.uint16 and int(decoded.min()) == 65535
+    ours = codecs.decode_image(codecs.encode_image(np.full((16, 16, 3), 65535, np.uint16), ".avif"))
+    assert int(ours.min()) == 65535
+
+
+def test_grey_and_rgba_write_as_avif():
+    grey = _photo(32, 32, np.uint8)[..., :1]
+    out = codecs.decode_image(codecs.encode_image(grey, ".avif", avif_quality=95))
+    assert out.shape == (32, 32, 1) and _psnr(out, grey) > 40
+    rgba = np.concatenate([_photo(32, 32, np.uint8), np.full((32, 32, 1), 200, np.uint8)], 2)
+    out = codecs.decode_image(codecs.encode_image(rgba, ".avif", avif_quality=95))
+    assert out.shape == (32, 32, 4) and np.abs(out[..., 3].astype(int) - 200).max() <= 2
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 5, 6, 7, 8])
+def test_avif_is_decoded_as_its_container_shows_it(orientation):
+    """Pillow writes an EXIF orientation as the container's ``irot``/``imir`` (the
+    display orientation, as in HEIF); libavif leaves them to the reader, and the
+    pixels come back as viewers (Pillow's exif_transpose) show them, whatever
+    ``apply_exif`` says."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    stored = _photo(40, 64, np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "AVIF", quality=95, exif=exif)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert codecs.exif_orientation(data) == orientation
+    header = codecs.read_header(data)
+    assert (header.height, header.width) == want.shape[:2]
+    for apply_exif in (True, False):
+        decoded = codecs.decode_image(data, apply_exif=apply_exif)
+        assert decoded.shape == want.shape
+        assert np.abs(decoded.astype(int) - want).mean() <= 1  # the same decoder
+
+
+def test_avif_brands_and_truncated_avif():
+    data = codecs.encode_image(_photo(32, 32, np.uint8), ".avif")
+    # a mif1 major brand with avif among the compatible brands is AVIF, not HEVC HEIF
+    mif1 = data[:8] + b"mif1" + data[12:]
+    assert b"avif" in mif1[16:32] and codecs.is_avif(mif1) and not codecs.is_heif(mif1)
+    heic = codecs.encode_image(_photo(32, 32, np.uint8), ".heic")
+    assert codecs.is_heif(heic) and not codecs.is_avif(heic)
+    with pytest.raises(codecs.ImageDecodeError):
+        codecs.decode_image(data[: len(data) // 2])
+
+
+def test_listing_and_format_keep_and_avif_output(tmp_path):
+    from denoise_core import bulk, storage
+
+    for name in ("a.avif", "b.AVIF", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [
+        p.rsplit("/", 1)[-1] for p in storage.walk_files(str(tmp_path), storage.IMAGE_EXTENSIONS)
+    ]
+    assert found == ["a.avif", "b.AVIF"]
+    assert bulk.normalize_format("AVIF") == ".avif" and bulk.normalize_format("keep") is None
+    assert bulk.output_key("x/IMG_1.AVIF", None) == "x/IMG_1.AVIF"
+    assert bulk.output_key("x/a.png", ".avif") == "x/a.avif"
+    assert ".avif" in bulk.LOSSY_FORMATS and ".avif" in bulk.DEPTH16_FORMATS

@@ -31,7 +31,8 @@ XMP = (
     'xmp:Rating="4" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
 )
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-FORMATS = {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".webp": "WEBP"}
+FORMATS = {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".webp": "WEBP", ".avif": "AVIF"}
+LOSSY = (".jpg", ".avif")
 
 
 def exif(orientation: int = 6) -> Image.Exif:
@@ -67,7 +68,7 @@ def save_with_metadata(pixels: np.ndarray, ext: str) -> bytes:
         text = PngImagePlugin.PngInfo()
         text.add_itxt("XML:com.adobe.xmp", XMP)
         im.save(buf, fmt, exif=exif(), icc_profile=ICC, pnginfo=text)
-    else:
+    else:  # Pillow's AVIF writer turns EXIF orientation 6 into the container's irot
         extra = {"lossless": True} if fmt == "WEBP" else {"quality": 95}
         im.save(buf, fmt, exif=exif(), icc_profile=ICC, xmp=XMP.encode(), **extra)
     return buf.getvalue()
@@ -109,7 +110,7 @@ def round_trip_table(src: Path, out: Path) -> dict[str, dict[str, bool]]:
             icc = im.info.get("icc_profile")
         pixels = codecs.decode_image(data, apply_exif=False)
         want = upright(photo())
-        tolerance = 6 if ext == ".jpg" else 0  # JPEG re-encoded; the others exactly
+        tolerance = 6 if ext in LOSSY else 0  # JPEG, AVIF re-encoded; the others exactly
         table[ext] = {
             "date": ex.get_ifd(0x8769).get(0x9003) == DATE,
             "gps": dict(ex.get_ifd(0x8825)) == GPS,
@@ -345,3 +346,120 @@ def test_heif_meta_is_empty_without_metadata():
     assert metadata.heif_meta(None) == {} and metadata.heif_meta(metadata.Metadata()) == {}
     image = photo()
     assert codecs.decode_image(metadata.encode(image, ".heic", None)).shape == image.shape
+
+
+# --------------------------------------------------------------------------
+# AVIF: captured by exiv2 (ISO-BMFF, as HEIC), written through OpenCV's encoder
+# --------------------------------------------------------------------------
+
+
+def avif_facts(data: bytes) -> dict[str, bool]:
+    """What an AVIF output kept, read back by exiv2 (EXIF, XMP) and Pillow (ICC, and the
+    orientation Pillow shows: the container's, none here)."""
+    facts = heic_facts_exiv2(data)
+    with Image.open(io.BytesIO(data)) as im:
+        facts["icc"] = im.info.get("icc_profile") == ICC
+        facts["shown upright"] = im.getexif().get(0x0112, 1) == 1
+    return facts
+
+
+def heic_facts_exiv2(data: bytes) -> dict[str, bool]:
+    image = exiv2.ImageFactory.open(data)
+    image.readMetadata()
+    ex, xmp = image.exifData(), image.xmpData()
+
+    def value(key: str) -> str:
+        pos = ex.findKey(exiv2.ExifKey(key))
+        return "" if pos == ex.end() else pos.toString()
+
+    return {
+        "date": value("Exif.Photo.DateTimeOriginal") == DATE,
+        "gps": value("Exif.GPSInfo.GPSLatitudeRef") == "N"
+        and value("Exif.GPSInfo.GPSLatitude") == "52/1 31/1 25/2",
+        "camera": value("Exif.Image.Make") == "TestCam",
+        "xmp": xmp.findKey(exiv2.XmpKey("Xmp.xmp.Rating")) != xmp.end(),
+        "orientation 1": value("Exif.Image.Orientation") == "1"
+        and xmp["Xmp.tiff.Orientation"].toString() == "1",
+        "dimensions": value("Exif.Photo.PixelXDimension") == str(STORED[0]),
+    }
+
+
+def run_one(src: Path, out: Path, fmt: str | None) -> dict:
+    plan = bulk.plan_run(str(src), str(out), layout="none", fmt=fmt)
+    proc = bulk.BulkProcessor(identity, str(out), threads=0)
+    try:
+        (row,) = proc.process([asdict(it) for it in plan.items])
+    finally:
+        proc.close()
+    assert row["error"] == "", row["error"]
+    return row
+
+
+@pytest.mark.parametrize("source", [".jpg", ".png", ".heic", ".avif"])
+def test_avif_outputs_keep_exif_xmp_icc_and_are_upright_once(tmp_path, source):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    stored = photo()
+    data = heic_with_metadata(stored) if source == ".heic" else save_with_metadata(stored, source)
+    (src / f"photo{source}").write_bytes(data)
+    row = run_one(src, out, ".avif")
+    assert row["output_key"] == "photo.avif"
+    written = (out / "photo.avif").read_bytes()
+    assert codecs.is_avif(written)
+    facts = avif_facts(written)
+    print(
+        source, "-> .avif", " ".join(f"{k}={'kept' if ok else 'LOST'}" for k, ok in facts.items())
+    )
+    assert all(facts.values()), facts
+    pixels = codecs.decode_image(written)
+    want = upright(stored)
+    assert pixels.shape == want.shape  # turned once: not stored, not turned twice
+    assert np.abs(pixels.astype(int) - want).mean() < 6
+
+
+def test_avif_input_metadata_reaches_a_jpeg_output(tmp_path):
+    """exiv2 reads AVIF's EXIF, XMP and ICC: a JPEG made from an AVIF keeps them."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "photo.avif").write_bytes(save_with_metadata(photo(), ".avif"))
+    run_one(src, out, ".jpg")
+    data = (out / "photo.jpg").read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        ex = im.getexif()
+        assert ex.get(0x0112) == 1 and ex.get(0x010F) == "TestCam"
+        assert ex.get_ifd(0x8769).get(0x9003) == DATE and dict(ex.get_ifd(0x8825)) == GPS
+        assert im.info.get("icc_profile") == ICC and re.search(r"Rating\W+4", pillow_xmp(im))
+    assert codecs.decode_image(data).shape == upright(photo()).shape
+
+
+def test_ten_bit_avif_input_stays_ten_bit_avif_with_its_metadata(tmp_path):
+    """--format keep: a 10-bit AVIF (written here by OpenCV with EXIF, XMP and ICC and no
+    rotation) comes out a 10-bit AVIF with the same metadata."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    stored = (upright(photo()).astype(np.uint16) * 257).astype(np.uint16)
+    meta = metadata.capture(save_with_metadata(photo(), ".jpg"), upright_size=STORED[::-1])
+    (src / "IMG_0001.AVIF").write_bytes(metadata.encode(stored, ".avif", meta))
+    row = run_one(src, out, None)  # --format keep
+    assert row["bit_depth"] == 16 and row["output_key"] == "IMG_0001.AVIF"
+    written = (out / "IMG_0001.AVIF").read_bytes()
+    assert codecs.avif_bit_depth(written) == 10
+    assert all(avif_facts(written).values()), avif_facts(written)
+    decoded = codecs.decode_image(written)
+    assert decoded.dtype == np.uint16 and decoded.shape == stored.shape
+    assert np.abs(decoded.astype(int) - stored).mean() < 6 * 257
+
+
+def test_avif_without_metadata_and_with_an_exif_orientation():
+    """No metadata: a plain AVIF. libavif writes an EXIF orientation also as the
+    container's rotation (irot), so such an AVIF is decoded turned, and its captured
+    metadata says orientation 1 for the upright output."""
+    image = photo()
+    plain = metadata.encode(image, ".avif", None)
+    assert metadata.capture(plain).kinds == () and codecs.decode_image(plain).shape == image.shape
+    tagged = codecs.encode_image(image, ".avif", heif_meta={"exif": exif(6).tobytes()})
+    assert codecs.exif_orientation(tagged) == 6
+    assert codecs.decode_image(tagged, apply_exif=False).shape == upright(image).shape
+    captured = metadata.capture(tagged)
+    assert captured.exif["Exif.Image.Orientation"].toInt64() == 1
+    assert captured.exif["Exif.Photo.PixelXDimension"].toInt64() == STORED[0]
