@@ -1,25 +1,36 @@
 """Throughput and memory of ``denoise run`` against the model's own speed, in one run.
 
-Prints, all measured on this machine in this process:
+Default mode, all measured on this machine in this process:
 
 - the CPU (``lscpu`` model name);
-- the model's own throughput on in-memory tiles (``Denoiser.predict_batch`` on
-  ``tile_batch × tile × tile × 3``, after a warm-up), and on whole in-memory images
-  of the benchmark size (tiling included), both in MP/s;
+- the model alone (``Denoiser`` in this process, the run's settings, TensorFlow's
+  default threads as in the run's actor): MP/s on in-memory tiles
+  (``predict_batch`` on ``tile_batch × tile × tile × 3``) and on the run's own
+  inputs, decoded as the run decodes them (whole images, tiling included), and its
+  CPU seconds per MP;
 - the full ``denoise run`` (Ray Data, actor pool, read/decode/denoise/encode/write)
   on local files and on moto's S3 for each image count, in MP/s end to end
   (start-up included) and steady (after the first results: Ray, actor start, model
-  load and first trace left out), with the ratio steady / model tiles;
+  load and first trace left out), with the ratio steady / model alone (probed on
+  the decoded inputs right before and after each run), and the ratio of CPU seconds
+  per MP (model alone against the run's marginal cost between the smallest and the
+  largest count): the issue's target is >= 0.9 by both;
 - the peak memory of the Ray processes of this benchmark (sum of the RSS of every
   process started under this one, sampled every 0.2 s; the RSS of the largest
-  single process, the model actor, beside it), per image count, to show whether
-  memory grows with the number of images.
+  single process, the model actor, beside it), per image count.
+
+Other modes: ``--ceiling`` (the null model fused against split, the accelerator
+stand-in, metric costs), ``--steps`` (CPU seconds per MP of each step of one
+image's work, no Ray), ``--memory`` (peak RSS of driver, workers and Ray's own
+processes, object store and spilling, at each image count, per model).
 
 CPU time is shared on small machines, so numbers are indicative; compare ratios
 within one run, never bare MP/s across machines.
 
     python benchmarks/bench_run.py            # denoise run's defaults, 1 MP images
     python benchmarks/bench_run.py --size 512 --tile 512 --model untrained
+    python benchmarks/bench_run.py --memory --images 20,200 --memory-models identity,default
+    python benchmarks/bench_run.py --steps
 """
 
 from __future__ import annotations
@@ -149,14 +160,54 @@ def tree_rss(root: int) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
+def _object_store_probe():
+    """A function giving (bytes in the object store now, bytes spilled so far) of the
+    Ray cluster this process is connected to, read as ``ray memory --stats-only`` reads
+    them (Ray's private internal_api: it may move between Ray versions); None when it
+    cannot be had."""
+    try:
+        import ray
+        from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+        state = get_state_from_address(ray.get_runtime_context().gcs_address)
+
+        def probe() -> tuple[int, int]:
+            stats = get_memory_info_reply(state).store_stats
+            return int(stats.object_store_bytes_used), int(stats.spilled_bytes_total)
+
+        probe()
+    except Exception as exc:  # noqa: BLE001 - a figure left out, not a failed benchmark
+        print(f"  (object store not sampled: {type(exc).__name__}: {exc})")
+        return None
+    return probe
+
+
+def _is_ray_worker(name: str) -> bool:
+    """Ray's worker processes (tasks and actors) by their title; the rest of the tree is
+    Ray's own (raylet, GCS, dashboard, log monitor)."""
+    return name.startswith(("ray::", "default_worker"))
+
+
 class PeakMemory:
     """Samples the processes under this one in a thread: peak RSS (sum and largest
     process) and the CPU seconds they used while sampling (Ray's processes: raylet,
-    workers, actors; the driver's own CPU is in ``driver_cpu``)."""
+    workers, actors; the driver's own CPU is in ``driver_cpu``).
 
-    def __init__(self, interval: float = 0.2) -> None:
+    ``peaks`` holds the peak RSS of this process (``driver``), of Ray's workers summed
+    (``workers``; idle ones included, ``worker processes`` says how many at most) and
+    their largest (``largest worker``, the model actor), and of Ray's other processes
+    (``ray system``); shared memory a process has touched (the object store's pages) is
+    in its RSS, so the sums count such pages once per process that mapped them. With
+    ``object_store``, the store's peak use and the bytes spilled are read from Ray about
+    once a second (``store_peak``, ``spilled``)."""
+
+    def __init__(self, interval: float = 0.2, object_store: bool = False) -> None:
         self.interval = interval
         self.peak_total = self.peak_single = 0
+        self.peaks: dict[str, int] = {}
+        self.store_peak = self.spilled = 0
+        self._store = _object_store_probe() if object_store else None
+        self._samples = 0
         self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
         self._names: dict[int, str] = {}
@@ -173,6 +224,20 @@ class PeakMemory:
             self._cpu_start.setdefault(pid, cpu if not self._started else 0.0)
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
             self._names[pid] = _process_name(pid)  # Ray retitles its workers as they take work
+        workers = [size for pid, size in zip(pids, sizes) if _is_ray_worker(self._names[pid])]
+        now = {
+            "driver": _rss_bytes(os.getpid()),
+            "workers": sum(workers),
+            "largest worker": max(workers, default=0),
+            "worker processes": len(workers),
+            "ray system": sum(sizes) - sum(workers),
+        }
+        for name, size in now.items():
+            self.peaks[name] = max(self.peaks.get(name, 0), size)
+        if self._store is not None and self._samples % max(1, round(1 / self.interval)) == 0:
+            used, spilled = self._store()
+            self.store_peak, self.spilled = max(self.store_peak, used), spilled
+        self._samples += 1
 
     def _loop(self) -> None:
         start = time.thread_time()
@@ -236,8 +301,10 @@ def make_model(path: Path) -> str:
 
 
 class ModelProbe:
-    """The model alone, in this process: MP/s on in-memory tiles (``predict_batch`` on
-    ``tile_batch × tile × tile × 3``) and on whole in-memory images (tiling included)."""
+    """The model alone, in this process, with the run's settings and TensorFlow's default
+    threads as in the run's actor: MP/s on in-memory tiles (``predict_batch`` on
+    ``tile_batch × tile × tile × 3``) and on ``images`` (the run's own inputs, decoded
+    as it decodes them, whole and tiled by ``Denoiser``: what its actor calls)."""
 
     def __init__(
         self,
@@ -245,7 +312,7 @@ class ModelProbe:
         tile: int,
         overlap: int,
         tile_batch: int,
-        size: int,
+        images: list[np.ndarray],
         precision: str = "fp32",
     ):
         from denoise_core.inference import Denoiser
@@ -254,10 +321,11 @@ class ModelProbe:
             model_path, tile=tile, overlap=overlap, batch_size=tile_batch, precision=precision
         )
         self.batch = np.random.default_rng(0).random((tile_batch, tile, tile, 3), np.float32)
-        self.image = np.random.default_rng(1).random((size, size, 3), np.float32)
+        self.inputs = images
         for _ in range(2):
             self.den.predict_batch(self.batch)
-        self.den(self.image)
+        for image in images:  # every shape traced before timing
+            self.den(image)
 
     def _rate(self, fn, pixels: int, seconds: float) -> float:
         """MP/s of ``fn`` over ``seconds``; CPU seconds per MP go to ``cpu_per_mp``."""
@@ -274,8 +342,18 @@ class ModelProbe:
         return self._rate(lambda: self.den.predict_batch(b), b.shape[0] * b.shape[1] ** 2, seconds)
 
     def images(self, seconds: float) -> float:
-        img = self.image
-        return self._rate(lambda: self.den(img), img.shape[0] * img.shape[1], seconds)
+        pixels = sum(img.shape[0] * img.shape[1] for img in self.inputs)
+        return self._rate(lambda: [self.den(img) for img in self.inputs], pixels, seconds)
+
+
+def decoded_inputs(folder: Path, most: int = 4) -> list[np.ndarray]:
+    """The first ``most`` images under ``folder`` decoded as ``denoise run`` decodes them
+    and scaled to the model's float input."""
+    from denoise_core import codecs
+    from denoise_core.metrics import to_float01
+
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())[:most]
+    return [to_float01(codecs.decode_image(p.read_bytes()), np.float32) for p in paths]
 
 
 def write_images(folder: Path, count: int, size: int) -> None:
@@ -353,8 +431,11 @@ def moto_s3():
 # --------------------------------------------------------------------------
 
 
-def write_jpeg_set(folder: Path, ref_folder: Path, count: int, width: int, height: int) -> None:
-    """Photo-like noisy JPEGs (q95) and their clean PNG references, ``count`` of each."""
+def write_jpeg_set(
+    folder: Path, ref_folder: Path | None, count: int, width: int, height: int
+) -> None:
+    """Photo-like noisy JPEGs (q95, a camera's EXIF) and their clean PNG references
+    (none when ``ref_folder`` is None), ``count`` of each."""
     import cv2
 
     rng = np.random.default_rng(width)
@@ -364,12 +445,32 @@ def write_jpeg_set(folder: Path, ref_folder: Path, count: int, width: int, heigh
     clean = np.stack([np.sin(9 * x) * 0.3, np.cos(7 * y) * 0.3, (x - y) * 0.3], -1) + 0.5
     clean = np.rint(np.clip(clean, 0, 1) * 255).astype(np.uint8)
     folder.mkdir(parents=True, exist_ok=True)
-    ref_folder.mkdir(parents=True, exist_ok=True)
+    if ref_folder is not None:
+        ref_folder.mkdir(parents=True, exist_ok=True)
+    exif = _camera_exif()
     for i in range(count):
         noise = rng.normal(0, 12, clean.shape).astype(np.float32)
         noisy = np.clip(clean + noise, 0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / f"img{i:04d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(str(ref_folder / f"img{i:04d}.png"), clean, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        _, jpeg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        jpeg = jpeg.tobytes()
+        # after the start-of-image marker, as a camera writes it
+        (folder / f"img{i:04d}.jpg").write_bytes(jpeg[:2] + exif + jpeg[2:])
+        if ref_folder is not None:
+            png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+            cv2.imwrite(str(ref_folder / f"img{i:04d}.png"), clean, png)
+
+
+def _camera_exif() -> bytes:
+    """A JPEG APP1 segment with a small camera EXIF block (make, model, date,
+    orientation 1, no thumbnail), so that metadata is captured and written as for a
+    phone's photo."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Bench", "Phone 1"  # Make, Model
+    exif[0x0112], exif[0x0132] = 1, "2026:11:27 10:00:00"  # Orientation, DateTime
+    body = exif.tobytes()  # starts with b"Exif\0\0"
+    return b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body
 
 
 def metric_cost(size: tuple[int, int]) -> dict[str, float]:
@@ -396,12 +497,48 @@ def metric_cost(size: tuple[int, int]) -> dict[str, float]:
     return out
 
 
+def print_cpu_breakdown(mem: PeakMemory, server_cpu: float | None = None) -> None:
+    """CPU seconds of a sampled run by process (Ray's titles; the driver is this one)."""
+    parts = {"driver": mem.driver_cpu, **mem.cpu_by_process()}
+    print(
+        "    CPU s by process: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v >= 0.05)
+        + (f", S3 server {server_cpu:.1f}" if server_cpu is not None else ""),
+        flush=True,
+    )
+
+
+def fresh_ray_run(argv: list[str], num_cpus: int, object_store: bool = False):
+    """``denoise run ARGV`` in this process on a fresh local Ray with ``num_cpus`` CPUs
+    (never another cluster), sampled by :class:`PeakMemory`; (summary.json, samples)."""
+    import json
+
+    import ray
+
+    from denoise_core import storage
+    from jobs import quiet
+    from jobs.common import quiet_ray_data
+
+    ray.shutdown()
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        logging_level=logging.WARNING,
+        runtime_env=quiet.runtime_env(),
+    )
+    quiet_ray_data()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+        with PeakMemory(object_store=object_store) as mem:
+            code = run_job_main(argv)
+    if code != 0:
+        raise RuntimeError(f"denoise run exited {code}: {' '.join(argv)}")
+    return json.loads(storage.read_bytes(storage.join(argv[1], "summary.json"))), mem
+
+
 def ceiling(args) -> int:
     """Null-model and stand-in runs on JPEG inputs; with and without references."""
     import ray
-
-    from jobs import quiet
-    from jobs.common import quiet_ray_data
 
     work = Path(tempfile.mkdtemp(prefix="bench_ceiling_"))
     sizes = {"1 MP": (1024, 1024), "12 MP": (4000, 3000)}
@@ -414,24 +551,8 @@ def ceiling(args) -> int:
     def measure(label: str, name: str, extra: list[str], data_cpus: int) -> None:
         src = str(work / name / "in")
         dst = str(work / f"out-{len(rows)}")
-        ray.shutdown()  # a fresh local Ray with this many CPUs (never another cluster)
-        ray.init(
-            address="local",
-            num_cpus=data_cpus,
-            logging_level=logging.WARNING,
-            runtime_env=quiet.runtime_env(),
-        )
-        quiet_ray_data()
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        with contextlib.redirect_stderr(open(os.devnull, "w")), PeakMemory() as mem:
-            code = run_job_main([src, dst, "--no-report", "--format", "jpg", *extra])
-        if code != 0:
-            raise RuntimeError(f"denoise run exited {code}: {label}")
-        import json
-
-        from denoise_core import storage
-
-        summary = json.loads(storage.read_bytes(storage.join(dst, "summary.json")))
+        argv = [src, dst, "--no-report", "--format", "jpg", *extra]
+        summary, mem = fresh_ray_run(argv, data_cpus)
         steady = summary.get("steady_mp_per_s") or 0.0
         # CPU time is what a shared machine cannot hide: MP per CPU second of every
         # process of the run (Ray's workers, start-up included, and the driver).
@@ -490,6 +611,253 @@ def ceiling(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------
+# Memory against the number of images (--memory): fused runs, fresh Ray each
+# --------------------------------------------------------------------------
+
+
+def memory(args) -> int:
+    """Peak memory of ``denoise run`` (fused, JPEG in and out) on the same images at each
+    count of ``--images``, per model of ``--memory-models``: flat, or growing with the
+    number of images. Also the marginal CPU cost per MP between the smallest and the
+    largest run (start-up cancels), i.e. the run's steady MP per CPU second."""
+    work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
+    counts = sorted(int(c) for c in args.images.split(",") if c)
+    side = args.size
+    cpus = args.num_cpus or os.cpu_count() or 1
+    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), load {os.getloadavg()[0]:.1f}")
+    print(
+        f"denoise run --pipeline fused, {side}x{side} JPEG in and out, Ray with {cpus} CPUs "
+        "(fresh per run, one actor); peak RSS sampled every 0.2 s, object store every 1 s:"
+    )
+    write_jpeg_set(work / "in", None, max(counts), side, side)
+    table = []
+    for name in args.memory_models.split(","):
+        model = (
+            "identity"
+            if name == "identity"
+            else pick_model(None if name == "default" else name, work)
+        )
+        for count in counts:
+            dst = str(work / f"out-{len(table)}")
+            argv = [str(work / "in"), dst, "--model", model, "--pipeline", "fused"]
+            argv += ["--limit", str(count), "--no-report", "--format", "jpg"]
+            summary, mem = fresh_ray_run(argv, cpus, object_store=True)
+            row = {
+                "model": name,
+                "images": count,
+                "mp": summary["megapixels"],
+                "seconds": summary["seconds"],
+                "cpu": mem.cpu_seconds + mem.driver_cpu,
+                **{k: v / 2**20 for k, v in mem.peaks.items()},
+                "worker processes": mem.peaks["worker processes"],
+                "store": mem.store_peak / 2**20,
+                "spilled": mem.spilled / 2**20,
+            }
+            table.append(row)
+            if args.cpu_breakdown:
+                print_cpu_breakdown(mem)
+            print(
+                f"  {name:<10} {count:>5} images: {row['seconds']:6.1f} s, driver "
+                f"{row['driver']:5.0f} MiB, {row['worker processes']} workers "
+                f"{row['workers']:5.0f} MiB (largest {row['largest worker']:5.0f}), "
+                f"Ray's own {row['ray system']:5.0f} MiB, "
+                f"object store peak {row['store']:5.1f} MiB, spilled {row['spilled']:.0f} MiB",
+                flush=True,
+            )
+            shutil.rmtree(dst, ignore_errors=True)
+    import ray
+
+    ray.shutdown()
+    columns = ("driver", "workers", "worker processes", "largest worker", "ray system")
+    print(f"\ncpu: {cpu_model()}; load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'model':<10} {'images':>6} {'MP':>7} {'s':>6} {'driver MiB':>10} {'workers MiB':>11} "
+        f"{'(processes)':>11} {'largest MiB':>11} {'Ray own MiB':>11} {'store MiB':>9} "
+        f"{'spilled MiB':>11}"
+    )
+    for r in table:
+        print(
+            f"{r['model']:<10} {r['images']:>6} {r['mp']:>7.1f} {r['seconds']:>6.1f} "
+            + " ".join(f"{r[c]:>{w}.0f}" for c, w in zip(columns, (10, 11, 11, 11, 11)))
+            + f" {r['store']:>9.1f} {r['spilled']:>11.0f}"
+        )
+    for name in dict.fromkeys(r["model"] for r in table):
+        runs = [r for r in table if r["model"] == name]
+        lo, hi = runs[0], runs[-1]
+        if hi["images"] == lo["images"]:
+            continue
+        # Flat: what one run holds does not grow with its images. The workers' sum also
+        # counts idle workers Ray starts for short tasks, shown but not judged.
+        growth = {c: hi[c] - lo[c] for c in ("driver", "largest worker", "ray system", "store")}
+        flat = all(g < max(50.0, 0.1 * lo[c]) for c, g in growth.items())
+        growth["workers"] = hi["workers"] - lo["workers"]
+        marginal = (hi["cpu"] - lo["cpu"]) / (hi["mp"] - lo["mp"])
+        print(
+            f"{name}: {lo['images']} -> {hi['images']} images: "
+            + ", ".join(f"{c} {g:+.0f} MiB" for c, g in growth.items())
+            + f": {'flat' if flat else 'GROWS'} (flat: each under +max(50 MiB, 10%))"
+            + (
+                f"; marginal {marginal:.3f} CPU s per MP = {1 / marginal:.1f} MP per CPU "
+                "second (every process of the run, Ray's included)"
+                if marginal > 0
+                else ""
+            )
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Per-step CPU cost of the fused path (--steps): timed in this process, no Ray
+# --------------------------------------------------------------------------
+
+
+class StepTimer:
+    """Process CPU time of named steps, wrapped around the functions that do them.
+
+    Steps nest: a step called inside another (the EXIF orientation inside the decode)
+    is reported under it and its time stays in its parent's. Two clock reads per
+    call: cProfile, tried first, inflated Pillow's header parsing ~15x (0.9 against
+    0.06 ms a JPEG header) by timing every Python call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.stack: list[str] = []
+        self._undo: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner, attr: str, label) -> None:
+        """Time ``owner.attr`` as ``label``: a name, or a function of the enclosing
+        step's name (None outside any) that gives the name, or None for a call not to
+        time."""
+        fn = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            name = label(self.stack[-1] if self.stack else None) if callable(label) else label
+            if name is None:
+                return fn(*args, **kwargs)
+            self.stack.append(name)
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.process_time() - start
+                self.stack.pop()
+
+        self._undo.append((owner, attr, fn))
+        setattr(owner, attr, timed)
+
+    def restore(self) -> None:
+        for owner, attr, fn in reversed(self._undo):
+            setattr(owner, attr, fn)
+        self._undo.clear()
+
+
+STEP_LABELS = (
+    "read bytes",
+    "decode input",
+    "  of which header size check",
+    "  of which EXIF orientation",
+    "noise estimate of the input",
+    "metadata capture (EXIF, XMP, ICC)",
+    "model step (float in/out + null model)",
+    "encode + metadata write",
+    "atomic write",
+    "decode the written JPEG",
+    "change_rms + metrics",
+    "noise estimate of the output",
+    "rows in / out (Ray Data batches)",
+)
+
+
+def _timed_steps(timer: StepTimer) -> None:
+    """Wrap the steps of BulkProcessor (fused path) in ``timer``; nested ones start
+    with two spaces."""
+    from denoise_core import codecs, storage
+    from denoise_core.bulk import processor, steps
+
+    def under(parent_label: str, label: str):
+        return lambda parent: label if parent == parent_label else None
+
+    def noise(parent):
+        return {"load": "noise estimate of the input", "finish": "noise estimate of the output"}[
+            parent
+        ]
+
+    timer.wrap(steps.ImageSteps, "load", "load")
+    timer.wrap(steps.ImageSteps, "finish", "finish")
+    timer.wrap(steps.ImageSteps, "read", "read bytes")
+    timer.wrap(steps.ImageSteps, "decode", "decode input")
+    timer.wrap(codecs, "check_size", under("decode input", "  of which header size check"))
+    timer.wrap(codecs, "exif_orientation", under("decode input", "  of which EXIF orientation"))
+    timer.wrap(steps, "noise_sigma_255", noise)
+    timer.wrap(steps.ImageSteps, "attach_metadata", "metadata capture (EXIF, XMP, ICC)")
+    timer.wrap(processor, "denoise_array", "model step (float in/out + null model)")
+    timer.wrap(steps.ImageSteps, "_encode", "encode + metadata write")
+    timer.wrap(storage, "write_bytes_atomic", "atomic write")
+    timer.wrap(codecs, "decode_image", under("finish", "decode the written JPEG"))
+    timer.wrap(steps, "score", "change_rms + metrics")
+    timer.wrap(processor, "batch_to_rows", "rows in / out (Ray Data batches)")
+    timer.wrap(processor, "rows_to_batch", "rows in / out (Ray Data batches)")
+
+
+def step_costs(args) -> int:
+    """CPU seconds per MP of each step of the fused path with the null model, JPEG in and
+    out, one thread (BulkProcessor(threads=0)), with and without the noise estimates."""
+    from denoise_core import bulk
+    from denoise_core.bulk import denoisers, rows, steps
+
+    work = Path(tempfile.mkdtemp(prefix="bench_steps_"))
+    sizes = {"1 MP": (1024, 1024), "12 MP": (4000, 3000)}
+    counts = dict(zip(sizes, (int(c) for c in args.steps_images.split(",")), strict=True))
+    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), load {os.getloadavg()[0]:.1f}")
+    print("fused path, --model identity, JPEG (q95, camera EXIF) in and out, no reference,")
+    print(f"one thread, best of {args.steps_rounds} rounds; process CPU seconds per MP:")
+    real_estimate = steps.noise_sigma_255
+    table: dict[str, dict[str, float]] = {}
+    for name, (w, h) in sizes.items():
+        write_jpeg_set(work / name / "in", work / name / "ref", counts[name], w, h)
+        plan = bulk.plan_run(str(work / name / "in"), str(work / name / "out"), fmt=".jpg")
+        batch = rows.rows_to_batch(rows.work_rows(plan), rows.WORK_FIELDS)
+        mp = counts[name] * w * h / 1e6
+        for estimate in (True, False):
+            steps.noise_sigma_255 = real_estimate if estimate else (lambda image: math.nan)
+            best: dict[str, float] = {}
+            try:
+                proc = bulk.BulkProcessor(
+                    denoisers.identity, str(work / name / "out"), threads=0, overwrite=True
+                )
+                proc(rows.rows_to_batch(rows.work_rows(plan)[:1], rows.WORK_FIELDS))  # warm-up
+                for _ in range(args.steps_rounds):  # the least disturbed round per step
+                    timer = StepTimer()
+                    _timed_steps(timer)
+                    try:
+                        start = time.process_time()
+                        proc(batch)
+                        timer.seconds["total"] = time.process_time() - start
+                    finally:
+                        timer.restore()
+                    for k, v in timer.seconds.items():
+                        best[k] = min(best.get(k, math.inf), v / mp)
+            finally:
+                steps.noise_sigma_255 = real_estimate
+            shown = {k: v for k, v in best.items() if k not in ("load", "finish", "total")}
+            top = sum(v for k, v in shown.items() if not k.startswith("  "))
+            shown["other (loop, threads, bookkeeping)"] = max(0.0, best["total"] - top)
+            shown["total"] = best["total"]
+            shown["MP per CPU second"] = 1 / best["total"]
+            table[f"{name}{'' if estimate else ', no estimate'}"] = shown
+    columns = list(table)
+    order = [*STEP_LABELS, "other (loop, threads, bookkeeping)", "total", "MP per CPU second"]
+    labels = [k for k in order if any(k in table[c] for c in columns)]
+    print(f"{'step':<44}" + "".join(f"{c:>20}" for c in columns))
+    for label in labels:
+        fmt = "{:>20.2f}" if label.startswith("MP per") else "{:>20.4f}"
+        print(f"{label:<44}" + "".join(fmt.format(table[c].get(label, 0.0)) for c in columns))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def run_job_main(argv: list[str]) -> int:
     from jobs import run as run_job_module
 
@@ -544,7 +912,30 @@ def main(argv: list[str] | None = None) -> int:
         help="--ceiling: also time this model ('default': the packaged one) with and "
         "without --reference",
     )
+    p.add_argument(
+        "--steps",
+        action="store_true",
+        help="CPU seconds per MP of each step of the fused path (null model, JPEG in and "
+        "out, one thread, no Ray), with and without the noise estimates",
+    )
+    p.add_argument("--steps-images", default="12,3", help="--steps: 1 MP and 12 MP images")
+    p.add_argument("--steps-rounds", type=int, default=3, help="--steps: rounds (best kept)")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="peak memory (driver, Ray workers, Ray's own processes, object store, "
+        "spilled) of fused runs on --images counts of --size JPEGs, per --memory-models",
+    )
+    p.add_argument(
+        "--memory-models",
+        default="identity",
+        help="--memory: comma-separated; identity, default (the packaged model), a path",
+    )
     args = p.parse_args(argv)
+    if args.memory:
+        return memory(args)
+    if args.steps:
+        return step_costs(args)
     if args.ceiling:
         return ceiling(args)
     counts = [int(c) for c in args.images.split(",") if c]
@@ -566,13 +957,21 @@ def main(argv: list[str] | None = None) -> int:
             f"model: {model}; tile {args.tile}, overlap {args.overlap}, "
             f"batch {args.tile_batch}, {resolve_precision(args.precision)} ({args.precision})"
         )
+        for count in counts:
+            write_images(work / f"in{count}", count, args.size)
         probe = ModelProbe(
-            model, args.tile, args.overlap, args.tile_batch, args.size, args.precision
+            model,
+            args.tile,
+            args.overlap,
+            args.tile_batch,
+            decoded_inputs(work / f"in{counts[0]}"),
+            args.precision,
         )
         own = {"tiles": probe.tiles(args.model_seconds), "images": probe.images(args.model_seconds)}
         print(
             f"model alone: {own['tiles']:.3f} MP/s on {args.tile}px tiles, "
-            f"{own['images']:.3f} MP/s on whole {args.size}px images (in this process)"
+            f"{own['images']:.3f} MP/s on the run's own {args.size}px inputs, decoded "
+            "(Denoiser, whole images, in this process)"
         )
         init_ray(num_cpus=args.num_cpus)
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -582,15 +981,15 @@ def main(argv: list[str] | None = None) -> int:
         model_cpu: list[float] = []
 
         def measure(where: str, count: int, src: str, dst: str, extra: list[str], label=""):
-            # The CPU is shared: probe the model right before and after each run and
-            # compare the pipeline with the mean of the two.
-            before = probe.tiles(args.model_seconds / 2)
+            # The CPU is shared: probe the model on the run's decoded inputs right before
+            # and after each run and compare the pipeline with the mean of the two.
+            before = probe.images(args.model_seconds / 2)
             cpu_before = probe.cpu_per_mp
             server_cpu = sum(_cpu_seconds(pid) for pid in SERVER_PIDS)
             with PeakMemory() as mem:
                 summary = run_job(src, dst, model, tiling + extra)
             server_cpu = sum(_cpu_seconds(pid) for pid in SERVER_PIDS) - server_cpu
-            after = probe.tiles(args.model_seconds / 2)
+            after = probe.images(args.model_seconds / 2)
             ref = (before + after) / 2
             model_cpu.extend([cpu_before, probe.cpu_per_mp])
             steady = summary.get("steady_mp_per_s") or 0.0
@@ -621,18 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if args.cpu_breakdown:
-                parts = {"driver": mem.driver_cpu, **mem.cpu_by_process()}
-                print(
-                    "    CPU s by process: "
-                    + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v >= 0.05)
-                    + (f", S3 server {server_cpu:.1f}" if where == "s3" else ""),
-                    flush=True,
-                )
+                print_cpu_breakdown(mem, server_cpu if where == "s3" else None)
 
         print("denoise run:")
         for count in counts:
             src = work / f"in{count}"
-            write_images(src, count, args.size)
             measure("local", count, str(src), str(work / f"out{count}"), [])
             if not args.no_s3:
                 fs = s3fs.S3FileSystem()
@@ -675,17 +1067,30 @@ def main(argv: list[str] | None = None) -> int:
         # marginal cost of the pipeline (largest minus smallest run, so start-up cancels)
         # against the model's own CPU seconds per MP.
         model_cpu_mp = float(np.median(model_cpu))
-        print(f"model alone: {model_cpu_mp:.2f} CPU s per MP (median of the probes)")
+        print(
+            f"model alone: {model_cpu_mp:.2f} CPU s per MP on the decoded inputs (median "
+            "of the probes)"
+        )
+        # The issue's target: the packaged model in `denoise run` at >= 0.9 of the model
+        # alone, by wall time (steady rate of the largest run against the probes around
+        # it) and by CPU time (marginal CPU per MP, start-up cancelled).
         for where in ("local", "s3"):
             runs = sorted((r for r in rows if r["where"] == where), key=lambda r: r["images"])
-            if len(runs) >= 2 and runs[-1]["mp"] > runs[0]["mp"]:
-                lo, hi = runs[0], runs[-1]
+            if not runs:
+                continue
+            hi = runs[-1]
+            line = f"{where}: run / model alone = {hi['ratio']:.2f} by wall ({hi['images']} images)"
+            ratios = [hi["ratio"]]
+            if len(runs) >= 2 and hi["mp"] > runs[0]["mp"]:
+                lo = runs[0]
                 marginal = (hi["cpu"] - lo["cpu"]) / (hi["mp"] - lo["mp"])
-                print(
-                    f"{where}: {marginal:.2f} CPU s per MP marginal ({lo['images']} -> "
-                    f"{hi['images']} images) = {model_cpu_mp / marginal:.0%} CPU efficiency "
-                    "of the model alone"
+                ratios.append(model_cpu_mp / marginal)
+                line += (
+                    f", {ratios[-1]:.2f} by CPU ({marginal:.2f} CPU s per MP marginal, "
+                    f"{lo['images']} -> {hi['images']} images)"
                 )
+            met = "met" if min(ratios) >= 0.9 else "NOT met"
+            print(f"{line}: target >= 0.9 {met}")
         ray.shutdown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

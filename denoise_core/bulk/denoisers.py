@@ -1,7 +1,8 @@
 """The model side of a run: which denoiser an actor loads, and how.
 
-``--model identity`` is a null model (returns its input, no TensorFlow import),
-so a run measures the pipeline's own ceiling; ``identity:R`` also sleeps
+``--model identity`` is a null model (returns the decoded pixels as they are: no
+TensorFlow import, no float conversion), so a run measures the pipeline's own
+ceiling; ``identity:R`` also sleeps
 megapixels / R seconds per image, a stand-in for an accelerator that denoises at
 R MP/s without using the CPU. Anything else is a ``.keras`` file run by
 :class:`~denoise_core.inference.Denoiser`, tile by tile.
@@ -32,12 +33,23 @@ from .settings import IDENTITY_MODEL, RunSettings, is_null_model
 DenoiseFn = Callable[[np.ndarray], np.ndarray]
 
 
-def identity(image: np.ndarray) -> np.ndarray:
-    """The null model: float RGB in, the same out (what a perfect, free model costs)."""
-    return image
+class NullModel:
+    """The null model: returns its input (what a perfect, free model costs).
+
+    ``returns_input`` tells :func:`~denoise_core.bulk.pixels.denoise_array` so: the
+    null model gets the decoded pixels as they are (uint8 / uint16), never the float
+    copy a real model needs, and a run measures the pipeline's own work."""
+
+    returns_input = True
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image
 
 
-class StandIn:
+identity = NullModel()
+
+
+class StandIn(NullModel):
     """Returns its input after sleeping ``megapixels / mp_per_s`` seconds: a fast
     accelerator's latency without its CPU cost (the benchmark's GPU stand-in)."""
 
@@ -104,27 +116,18 @@ class FixedBatch:
         return self.predict(padded)[:n]
 
 
-class FixedShapeTiles:
-    """A GPU actor's denoiser: fixed tile shape and batch, so one graph serves a run."""
+def fix_batches(denoiser, size: int):
+    """``denoiser`` (a :class:`~denoise_core.inference.Denoiser` built with
+    ``fit_tiles=False``: one tile shape) with every model call made with exactly
+    ``size`` tiles, so one graph serves a GPU actor's run; returns it.
 
-    def __init__(self, denoiser, tile: int, overlap: int, batch: int) -> None:
-        self.denoiser = denoiser
-        self.predict = FixedBatch(denoiser.predict_batch, batch)
-        self.tile, self.overlap, self.batch = tile, overlap, batch
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        from .. import tiling
-
-        out = tiling.denoise_tiled(
-            self.predict,
-            image,
-            tile=self.tile,
-            overlap=self.overlap,
-            multiple=self.denoiser.multiple,
-            batch_size=self.batch,
-            fit=False,
-        )
-        return np.clip(out, 0.0, 1.0, out=out)
+    ``Denoiser.__call__`` tiles the image (:func:`denoise_core.tiling.denoise_tiled`)
+    through the instance's ``predict_batch``, which a :class:`FixedBatch` replaces
+    here: the tiling loop stays the Denoiser's own. (Denoiser has no option for
+    this; one that padded every ``predict_batch`` call to ``batch_size`` would make
+    this function a constructor argument.)"""
+    denoiser.predict_batch = FixedBatch(denoiser.predict_batch, size)
+    return denoiser
 
 
 def load_denoiser(s: RunSettings) -> DenoiseFn:
@@ -141,15 +144,15 @@ def load_denoiser(s: RunSettings) -> DenoiseFn:
         "overlap": s.overlap,
         "batch_size": s.tile_batch,
         "precision": gpu_precision(s.precision, gpus),
+        # CPUs: tiles fitted to each image (less padding); GPUs: one shape per run
+        "fit_tiles": not gpus,
     }
     kwargs.update(model_options(s))
     try:
         denoiser = Denoiser.from_path(s.model, **kwargs)
     except Exception as exc:
         raise RuntimeError(f"cannot load model {s.model}: {type(exc).__name__}: {exc}") from exc
-    if gpus:
-        return FixedShapeTiles(denoiser, s.tile, s.overlap, s.tile_batch)
-    return denoiser
+    return fix_batches(denoiser, s.tile_batch) if gpus else denoiser
 
 
 def model_options(s: RunSettings) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from .. import codecs, fast_metrics, greyscale
@@ -67,6 +68,14 @@ def check_strength(strength: float) -> None:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
 
 
+def returns_input(denoise_fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Whether ``denoise_fn`` is a null model (``returns_input = True``, as
+    :mod:`~denoise_core.bulk.denoisers`' identity and stand-in): its output is its input
+    whatever the pixels, so it gets the decoded array as it is and is spared the float
+    round trip (uint8 → float32 → uint8, ~6 ms per MP) that a real model needs."""
+    return bool(getattr(denoise_fn, "returns_input", False))
+
+
 def denoise_array(
     denoise_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, strength: float = 1.0
 ) -> np.ndarray:
@@ -81,7 +90,8 @@ def denoise_array(
     as in grey+alpha decoded to RGBA) go in through :func:`greyscale.model_input`,
     which gives each channel independent noise as in training, and come back as the
     channel mean (replicated grey kept its noise: +0.15 dB against +9 dB). Alpha is
-    put back untouched; the result is rounded to the input's bit depth.
+    put back untouched; the result is rounded to the input's bit depth. A null model
+    (:func:`returns_input`) is called on ``image`` itself, which is returned.
     """
     if image.dtype not in codecs.SUPPORTED_DTYPES:
         raise InputError(f"unsupported bit depth: {image.dtype}")
@@ -91,6 +101,9 @@ def denoise_array(
     check_strength(strength)
     if strength == 0.0:
         return image.copy()
+    if returns_input(denoise_fn):
+        denoise_fn(image)  # a stand-in's latency; its output is its input at any strength
+        return image
     colour = color_channels(image)
     grey = channels == 1 or greyscale.is_grey(colour)
     if grey:
@@ -151,10 +164,10 @@ def score(
     in float32 (within 1e-6 SSIM, half the time), both through :mod:`fast_metrics`."""
     out_c, in_c = color_channels(output), color_channels(noisy)
     if out_c.dtype == in_c.dtype and np.issubdtype(out_c.dtype, np.integer):
-        # Integer codes differenced directly: one float32 pass instead of two conversions.
+        # The squared differences of the integer codes summed by OpenCV, exactly and
+        # without temporaries (0.1 against 7 ms per MP for a float32 difference array).
         top = float(np.iinfo(out_c.dtype).max)
-        diff = np.subtract(out_c, in_c, dtype=np.float32)
-        change = math.sqrt(float(np.mean(np.square(diff), dtype=np.float64))) / top
+        change = math.sqrt(cv2.norm(out_c, in_c, cv2.NORM_L2SQR) / out_c.size) / top
     else:
         diff = to_float01(out_c, np.float32) - to_float01(in_c, np.float32)
         change = math.sqrt(float(np.mean(np.square(diff), dtype=np.float64)))

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import codecs
 from .pixels import denoise_array
 from .rows import batch_to_rows, error_row, rows_to_batch
 from .steps import ImageSteps, Loaded
@@ -27,13 +26,14 @@ class BulkProcessor(ImageSteps):
     """Runs work rows through read → decode → denoise → encode → write → metrics.
 
     ``denoise_fn`` maps float RGB HxWx3 in [0, 1] to the same (a
-    :class:`~denoise_core.inference.Denoiser`). ``threads`` > 0 overlaps loading and
-    finishing with the model (``prefetch`` images read ahead); 0 runs every step in
-    order in the calling thread. Images whose header gives more than
-    ``max_megapixels`` are not decoded but reported as errors, so that one huge image
-    cannot exhaust the actor's memory. ``strength`` blends the model's output with the
-    input (:func:`~denoise_core.bulk.pixels.denoise_array`); with ``skip_below`` an
-    input estimated below it is copied through unchanged instead of denoised.
+    :class:`~denoise_core.inference.Denoiser`), or is a null model
+    (:func:`~denoise_core.bulk.pixels.denoise_array`). ``threads`` > 0 overlaps
+    loading and finishing with the model (``prefetch`` images read ahead); 0 runs
+    every step in order in the calling thread. ``existing`` and ``step_options``
+    (``overwrite``, ``max_megapixels``, ``strength``, ``skip_below``, ``jpeg_quality``,
+    ``heic_quality``, ``metrics``; :meth:`RunSettings.image_step_options
+    <denoise_core.bulk.settings.RunSettings.image_step_options>` gives a run's) are
+    :class:`~denoise_core.bulk.steps.ImageSteps`' own, typed and checked there.
     """
 
     def __init__(
@@ -42,27 +42,11 @@ class BulkProcessor(ImageSteps):
         output_root: str,
         *,
         existing: Iterable[str] = (),
-        overwrite: bool = False,
         threads: int = 2,
         prefetch: int = 2,
-        max_megapixels: float | None = codecs.DEFAULT_MAX_MEGAPIXELS,
-        strength: float = 1.0,
-        skip_below: float | None = None,
-        jpeg_quality: int = 95,
-        heic_quality: int = codecs.DEFAULT_HEIC_QUALITY,
-        metrics: str = "exact",
+        **step_options: Any,
     ) -> None:
-        super().__init__(
-            output_root,
-            existing=existing,
-            overwrite=overwrite,
-            max_megapixels=max_megapixels,
-            strength=strength,
-            skip_below=skip_below,
-            jpeg_quality=jpeg_quality,
-            heic_quality=heic_quality,
-            metrics=metrics,
-        )
+        super().__init__(output_root, existing=existing, **step_options)
         self.denoise_fn = denoise_fn
         self.prefetch = max(1, prefetch)
         self.pool = ThreadPoolExecutor(threads, "bulk") if threads > 0 else None

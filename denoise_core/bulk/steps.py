@@ -59,8 +59,12 @@ class ImageSteps:
     """Per-image steps with a run's settings; no model, no Ray.
 
     ``existing`` holds output keys already under ``output_root``; they are skipped
-    unless ``overwrite``. ``metrics`` chooses the scoring arithmetic
-    (:data:`~denoise_core.bulk.pixels.METRIC_DTYPES`).
+    unless ``overwrite``. Images whose header gives more than ``max_megapixels`` are
+    not decoded but reported as errors, so that one huge image cannot exhaust a
+    worker's memory. ``strength`` blends the model's output with the input
+    (:func:`~denoise_core.bulk.pixels.denoise_array`); with ``skip_below`` an input
+    estimated below it is copied through unchanged instead of denoised. ``metrics``
+    chooses the scoring arithmetic (:data:`~denoise_core.bulk.pixels.METRIC_DTYPES`).
     """
 
     def __init__(
@@ -183,15 +187,12 @@ class ImageSteps:
         assert noisy is not None
         skipped = output is None
         reason = ""
-        noise_out = math.nan
         if loaded.clean:
             reason = (
                 f"{CLEAN_REASON_PREFIX} {loaded.noise_in:.2f} below --skip-below "
                 f"{self.skip_below:g}: copied unchanged"
             )
             written = self._copy_through(loaded)
-            if written is noisy:
-                noise_out = loaded.noise_in
         elif skipped:
             reason = SKIPPED_EXISTING
             written = loaded.existing
@@ -202,19 +203,16 @@ class ImageSteps:
                 )
         else:
             assert output is not None
-            ext = posixpath.splitext(row["output_key"])[1].lower()
-            written = encodable(output, ext)
-            data = self._encode(written, ext, loaded.file_metadata)
-            storage.write_bytes_atomic(self._output_uri(row), data)
-            if ext in LOSSY_FORMATS:  # score what is on disk, as a resumed run would
-                written = codecs.decode_image(data, apply_exif=False)
+            written = self._write(row, output, loaded.file_metadata)
         if written.dtype != noisy.dtype:  # e.g. 16-bit input written as 8-bit WebP
             noisy_cmp = (noisy >> 8).astype(np.uint8) if noisy.dtype == np.uint16 else noisy
         else:
             noisy_cmp = noisy
         result = score(written, noisy_cmp, loaded.reference, self.metrics)
-        if math.isnan(noise_out):
-            noise_out = noise_sigma_255(color_channels(written))
+        # The input's own pixels (a copy, a null model, a lossless write): its estimate.
+        noise_out = (
+            loaded.noise_in if written is noisy else noise_sigma_255(color_channels(written))
+        )
         result.update(
             key=row["key"],
             output_key=row["output_key"],
@@ -244,9 +242,18 @@ class ImageSteps:
         if loaded.verbatim:
             storage.write_bytes_atomic(self._output_uri(row), loaded.data)
             return noisy
+        return self._write(row, noisy, loaded.file_metadata)
+
+    def _write(
+        self, row: dict[str, Any], image: np.ndarray, meta: metadata.Metadata | None
+    ) -> np.ndarray:
+        """Encode ``image`` with ``meta`` and write it atomically; returns the pixels
+        written: ``image`` itself for lossless formats at its depth, else what a
+        resumed run would read back (a lossy file decoded again, so that metrics score
+        what is on disk)."""
         ext = posixpath.splitext(row["output_key"])[1].lower()
-        written = encodable(noisy, ext)
-        data = self._encode(written, ext, loaded.file_metadata)
+        written = encodable(image, ext)
+        data = self._encode(written, ext, meta)
         storage.write_bytes_atomic(self._output_uri(row), data)
         if ext in LOSSY_FORMATS:
             written = codecs.decode_image(data, apply_exif=False)

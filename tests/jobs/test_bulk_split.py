@@ -176,10 +176,10 @@ def test_the_core_runs_a_whole_run_without_ray(mixed, tmp_path, capsys):
         runner.run(strict, local_execute)
 
 
-def test_fixed_batch_and_fixed_shape_tiles_give_the_denoiser_s_result():
-    """The GPU path's fixed shapes, run on the CPU: every call has exactly the batch
-    size, and the result is the tiled one."""
-    from denoise_core import tiling
+def test_fixed_batches_give_the_denoiser_s_result_with_one_call_shape(small_unet):
+    """The GPU path's fixed shapes, run on the CPU: every model call has exactly the
+    batch size and one tile shape, and the result is the Denoiser's own tiled one."""
+    from denoise_core.inference import Denoiser
 
     seen = []
 
@@ -192,15 +192,17 @@ def test_fixed_batch_and_fixed_shape_tiles_give_the_denoiser_s_result():
     np.testing.assert_array_equal(fixed(batch), batch[..., ::-1] * 0.5)
     assert seen == [(4, 8, 8, 3)]
 
-    class Plain:
-        multiple = 4
-        predict_batch = staticmethod(predict)
-
-    image = np.random.default_rng(1).random((50, 70, 3), np.float32)
-    got = denoisers.FixedShapeTiles(Plain(), tile=32, overlap=8, batch=4)(image)
-    want = tiling.denoise_tiled(predict, image, tile=32, overlap=8, multiple=4, batch_size=4)
-    np.testing.assert_allclose(got, np.clip(want, 0, 1), atol=1e-6)
-    assert {s for s in seen[1:]} == {(4, 32, 32, 3)}
+    options = {"tile": 32, "overlap": 8, "batch_size": 4, "fit_tiles": False}
+    plain = Denoiser.from_path(small_unet, **options)
+    den = denoisers.fix_batches(Denoiser.from_path(small_unet, **options), 4)
+    model_call = den.predict_batch.predict
+    shapes = []
+    den.predict_batch.predict = lambda b: (shapes.append(b.shape), model_call(b))[1]
+    rng = np.random.default_rng(1)
+    for shape in ((50, 70, 3), (20, 24, 3)):  # 3x2 tiles (a short last batch), and one
+        image = rng.random(shape, np.float32)
+        np.testing.assert_allclose(den(image), plain(image), atol=1e-5)
+    assert set(shapes) == {(4, 32, 32, 3)}
 
 
 def test_stand_in_accelerator_returns_its_input_after_sleeping():
