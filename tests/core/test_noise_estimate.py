@@ -33,7 +33,6 @@ fine-scale noise where the image is flat.
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -152,9 +151,10 @@ def test_dtypes_channels_and_tiny_images_share_the_0_255_scale():
 
 def test_large_images_are_sampled_cheaply():
     """A 12 MP photo is estimated from 36 crops of 256x256 (2.4 MP): the same answer as
-    the whole image, at a fraction of the cost. Measured CPU time (time.process_time,
-    this 2-core AMD EPYC under load, OpenCV on one thread): 1 MP 13-17 ms, 12 MP 28-40 ms
-    (the median over all HH coefficients with PyWavelets: 70-77 and 92-106 ms)."""
+    the whole image, at a fraction of the cost. Speed is measured, not asserted: CPU time
+    (time.process_time, this 2-core AMD EPYC under load, OpenCV on one thread) 1 MP
+    13-17 ms, 12 MP 28-40 ms (the median over all HH coefficients with PyWavelets: 70-77
+    and 92-106 ms)."""
     rng = np.random.default_rng(2)
     tile = np.clip(
         np.rint(centre_crop("astronaut", 512) + rng.normal(0, 12, (512, 512, 3))), 0, 255
@@ -162,10 +162,6 @@ def test_large_images_are_sampled_cheaply():
     photo12 = np.ascontiguousarray(np.tile(tile, (6, 8, 1))[:3024, :4032])  # 12.2 MP
     photo1 = np.ascontiguousarray(np.tile(tile, (2, 2, 1)))  # 1 MP
     assert len(noise_estimate.sample_crops(photo12, tiles=noise_estimate.ESTIMATE_TILES)) == 36
-    seconds = {}
-    for label, image in (("12 MP", photo12), ("1 MP", photo1)):
-        started = time.process_time()
+    for image in (photo12, photo1):
         sigma = noise_estimate.noise_sigma_255(image)
-        seconds[label] = time.process_time() - started
         assert sigma == pytest.approx(noise_estimate.noise_sigma_255(tile), rel=0.05)
-    assert max(seconds.values()) < 0.25, seconds  # generous: the machine may be busy
