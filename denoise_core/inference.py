@@ -303,6 +303,10 @@ class Denoiser:
     ``auto`` is bf16 where the CPU computes it natively, else fp32.
     ``ensemble``: 1, 2, 4 or 8 predictions per tile over flips and 90° rotations,
     each transformed back exactly and averaged (k times the model's work).
+    ``fixed_shape``: every model call gets exactly ``batch_size`` tiles of ``tile``
+    pixels (tiles not fitted to the image, short batches padded with zeros), so one
+    compiled graph serves a whole run: what GPU actors want; CPUs gain more from tiles
+    fitted to each image (the default).
     """
 
     def __init__(
@@ -316,6 +320,7 @@ class Denoiser:
         runtime: str = "tensorflow",
         ensemble: int = 1,
         threads: int | None = None,
+        fixed_shape: bool = False,
     ) -> None:
         if ensemble not in ENSEMBLES:
             raise ValueError(
@@ -332,7 +337,8 @@ class Denoiser:
         # Tiles shrunk to each image (tiling.fit_tile): a 1024 px image costs 9 tiles of
         # 368 px instead of 9 of 512 px. Shapes then vary with the image size;
         # reduce_retracing makes TensorFlow fall back to one shape-generic graph.
-        self.fit_tiles = fit_tiles
+        self.fit_tiles = fit_tiles and not fixed_shape
+        self.fixed_shape = fixed_shape
         if self.runtime == "tensorflow":
             import tensorflow as tf
 
@@ -370,6 +376,14 @@ class Denoiser:
         """The model on a (N, H, W, C) float32 batch (H, W multiples of ``self.multiple``),
         averaged over ``self.ensemble`` symmetries; not clipped."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        n = batch.shape[0]
+        if self.fixed_shape and n < self.batch_size:
+            padded = np.zeros((self.batch_size, *batch.shape[1:]), dtype=np.float32)
+            padded[:n] = batch
+            return self._predict(padded)[:n]
+        return self._predict(batch)
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
         if self.ensemble == 1:
             return np.asarray(self._run(batch), dtype=np.float32)
         total: np.ndarray | None = None

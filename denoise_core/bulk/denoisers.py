@@ -101,35 +101,6 @@ def gpu_precision(requested: str, gpus: list) -> str:
     return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"
 
 
-class FixedBatch:
-    """A ``predict_batch`` that always calls the model with exactly ``size`` tiles."""
-
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], size: int) -> None:
-        self.predict, self.size = predict, size
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        n = batch.shape[0]
-        if n == self.size:
-            return self.predict(batch)
-        padded = np.zeros((self.size, *batch.shape[1:]), dtype=batch.dtype)
-        padded[:n] = batch
-        return self.predict(padded)[:n]
-
-
-def fix_batches(denoiser, size: int):
-    """``denoiser`` (a :class:`~denoise_core.inference.Denoiser` built with
-    ``fit_tiles=False``: one tile shape) with every model call made with exactly
-    ``size`` tiles, so one graph serves a GPU actor's run; returns it.
-
-    ``Denoiser.__call__`` tiles the image (:func:`denoise_core.tiling.denoise_tiled`)
-    through the instance's ``predict_batch``, which a :class:`FixedBatch` replaces
-    here: the tiling loop stays the Denoiser's own. (Denoiser has no option for
-    this; one that padded every ``predict_batch`` call to ``batch_size`` would make
-    this function a constructor argument.)"""
-    denoiser.predict_batch = FixedBatch(denoiser.predict_batch, size)
-    return denoiser
-
-
 def load_denoiser(s: RunSettings) -> DenoiseFn:
     """The denoiser one actor runs (loaded once per actor)."""
     if is_null_model(s.model):
@@ -145,14 +116,14 @@ def load_denoiser(s: RunSettings) -> DenoiseFn:
         "batch_size": s.tile_batch,
         "precision": gpu_precision(s.precision, gpus),
         # CPUs: tiles fitted to each image (less padding); GPUs: one shape per run
-        "fit_tiles": not gpus,
+        "fixed_shape": bool(gpus),
     }
     kwargs.update(model_options(s))
     try:
         denoiser = Denoiser.from_path(s.model, **kwargs)
     except Exception as exc:
         raise RuntimeError(f"cannot load model {s.model}: {type(exc).__name__}: {exc}") from exc
-    return fix_batches(denoiser, s.tile_batch) if gpus else denoiser
+    return denoiser
 
 
 def model_options(s: RunSettings) -> dict:

@@ -176,33 +176,24 @@ def test_the_core_runs_a_whole_run_without_ray(mixed, tmp_path, capsys):
         runner.run(strict, local_execute)
 
 
-def test_fixed_batches_give_the_denoiser_s_result_with_one_call_shape(small_unet):
-    """The GPU path's fixed shapes, run on the CPU: every model call has exactly the
-    batch size and one tile shape, and the result is the Denoiser's own tiled one."""
+def test_fixed_shape_gives_the_denoiser_s_result_with_one_call_shape(small_unet):
+    """The GPU path's fixed shapes (``Denoiser(fixed_shape=True)``, what
+    ``load_denoiser`` builds on GPU actors), run on the CPU: every model call has exactly
+    the batch size and one tile shape, and the result is the plain tiled one."""
     from denoise_core.inference import Denoiser
-
-    seen = []
-
-    def predict(batch):
-        seen.append(batch.shape)
-        return batch[..., ::-1] * 0.5
-
-    fixed = denoisers.FixedBatch(predict, 4)
-    batch = np.random.default_rng(0).random((3, 8, 8, 3), np.float32)
-    np.testing.assert_array_equal(fixed(batch), batch[..., ::-1] * 0.5)
-    assert seen == [(4, 8, 8, 3)]
 
     options = {"tile": 32, "overlap": 8, "batch_size": 4, "fit_tiles": False}
     plain = Denoiser.from_path(small_unet, **options)
-    den = denoisers.fix_batches(Denoiser.from_path(small_unet, **options), 4)
-    model_call = den.predict_batch.predict
+    den = Denoiser.from_path(small_unet, **options, fixed_shape=True)
+    model_call = den._run
     shapes = []
-    den.predict_batch.predict = lambda b: (shapes.append(b.shape), model_call(b))[1]
+    den._run = lambda b: (shapes.append(b.shape), model_call(b))[1]
     rng = np.random.default_rng(1)
     for shape in ((50, 70, 3), (20, 24, 3)):  # 3x2 tiles (a short last batch), and one
         image = rng.random(shape, np.float32)
         np.testing.assert_allclose(den(image), plain(image), atol=1e-5)
     assert set(shapes) == {(4, 32, 32, 3)}
+    assert Denoiser.from_path(small_unet, tile=32, fixed_shape=True).fit_tiles is False
 
 
 def test_stand_in_accelerator_returns_its_input_after_sleeping():
