@@ -50,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="PATH",
-        help="Keras .keras model (local or s3://; default: the packaged model); 'identity': "
+        help="Keras .keras model (local or s3://), or a packaged tier: 'default' (the "
+        "default when --model is not given) or 'fast' (about 1/8 of the default's FLOPs per "
+        "megapixel, for CPUs without bf16; less quality); 'identity': "
         "a null model that returns its input without loading TensorFlow, to measure the "
         "pipeline's own ceiling; 'identity:R': the same after sleeping MP/R seconds per image "
         "(an accelerator at R MP/s that costs no CPU)",
@@ -312,12 +314,6 @@ def default_model() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Settings from the arguments, storage reachable, then the core's run sequence."""
-    from denoise_core import weights
-
-    try:
-        args.model = weights.resolve_model(args.model)  # --model default|fast: a packaged tier
-    except weights.NoPackagedModel as exc:
-        return fail(str(exc))
     try:
         settings = bulk.build_settings(args, default_model=default_model())
         message = preflight.check_output_place(settings.output)

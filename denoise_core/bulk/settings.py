@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .. import codecs, storage
+from .. import codecs, storage, weights
 from .plan import KEEP_FORMAT, normalize_format
 
 IDENTITY_MODEL = "identity"  # --model identity: the pipeline without a network
@@ -165,7 +165,11 @@ def build_settings(args: Any, default_model: str | None = None) -> RunSettings:
     message = place_problem(out, {"INPUT": inp, "--reference": ref})
     if message:
         raise RunRefused(message)
-    model = given.model if given.model is not None else default_model
+    try:  # --model default|fast: a packaged tier's file
+        model = weights.resolve_model(given.model)
+    except weights.NoPackagedModel as exc:
+        raise RunRefused(str(exc)) from exc
+    model = model if model is not None else default_model
     if model is None:
         raise RunRefused(
             "no packaged model in this installation (denoise_core/weights/default.keras); "

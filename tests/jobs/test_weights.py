@@ -163,27 +163,29 @@ def test_every_job_refuses_a_missing_tier_in_one_line(no_fast_model, tmp_path, c
 
 
 def test_run_and_train_receive_the_fast_tier_as_its_path(tiny_fast_model, monkeypatch, tmp_path):
+    import argparse
+
     from denoise_core import bulk
     from denoise_core.train_config import ConfigError
     from jobs import run as run_job
     from jobs import train as train_job
 
-    seen = {}
+    parser = argparse.ArgumentParser()
+    run_job.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--model", "fast"])
+    assert bulk.build_settings(args).model == tiny_fast_model
+    assert args.model == "fast"  # the arguments are read, never rewritten
 
-    def stop_settings(args, default_model=None):
-        seen["run"] = args.model
-        raise bulk.RunRefused("stopped by the test")
+    seen = {}
 
     def stop_config(cfg):
         seen["train"] = cfg.init_from
         raise ConfigError("init_from", "stopped by the test")
 
-    monkeypatch.setattr(bulk, "build_settings", stop_settings)
     monkeypatch.setattr(train_job, "_absolute", stop_config)
-    assert run_job.main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", "fast"]) == 2
     argv = ["--data", str(tmp_path / "d"), "--storage", str(tmp_path / "r"), "--init-from", "fast"]
     assert train_job.main(argv) == 2
-    assert seen == {"run": tiny_fast_model, "train": tiny_fast_model}
+    assert seen == {"train": tiny_fast_model}
 
 
 def test_export_and_benchmark_take_the_fast_tier(tiny_fast_model, tmp_path, capsys):
