@@ -59,7 +59,13 @@ def entry() -> None:
     """The ``denoise`` program. After Ctrl-C the outputs are safe, but Ray's and
     TensorFlow's threads may still be running, and interpreter teardown among them
     can crash (a segfault after the interrupt line, seen in CI): leave at once."""
-    code = main()
+    from jobs import quiet
+
+    stop_filter = quiet.filter_native_stderr()
+    try:
+        code = main()
+    finally:
+        stop_filter()
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -140,4 +140,9 @@ def job_main(
     except KeyboardInterrupt:
         return interrupted(name)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run_guarded(name, run, args)
+    # The process's own command line (python -m jobs.NAME): its stderr filtered for life.
+    stop_filter = quiet.filter_native_stderr() if argv is None else (lambda: None)
+    try:
+        return run_guarded(name, run, args)
+    finally:
+        stop_filter()

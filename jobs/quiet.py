@@ -23,8 +23,9 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 VERBOSE_ENV = "DENOISE_VERBOSE"
@@ -162,17 +163,31 @@ def is_noise(line: str) -> bool:
     return bool(_NOISE.match(line))
 
 
+# Ray's warning, on every training and run, that an actor (Ray Train's controllers, Ray
+# Data's map workers) has constructor arguments in the object store and max_restarts > 0
+# (ray#53727): about Ray's internals, with nothing a user can do. Written by the driver's
+# own core worker (native stderr) and by actors (forwarded to the driver).
+_CONSTRUCTOR_ARGS = (
+    r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the "
+    r"object store and max_restarts > 0"
+)
 # Lines other Ray processes write that reach the driver through Ray's log forwarding,
 # about Ray's own internals, with nothing a user can do:
 _FORWARDED_NOISE = re.compile(
-    # Ray Train's controller actors (ray#53727), every training run
-    r"(core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the "
-    r"object store and max_restarts > 0"
+    rf"({_CONSTRUCTOR_ARGS}"
     # the raylet on 2-core machines, where Ray Data and Train start more workers
     r"|WARNING: \d+ PYTHON worker processes have been started on node"
     # the GCS when a finished job's actors are cleaned up
     r"|gcs_actor_\w+\.cc:\d+: Failed to kill actor .*Socket closed)"
 )
+# The same warning from the driver's own core worker, a whole glog line (it may follow a
+# progress bar's unfinished line, so it is cut out, not the line around it).
+_NATIVE_NOISE = re.compile(
+    rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EWI] \d+ \d+\] " + _CONSTRUCTOR_ARGS.encode() + rb"[^\n]*\n"
+)
+_END_MARK = b"\0denoise: end of filtered stderr\0"
+# Where a glog line starts that has not ended yet: held until its newline.
+_NATIVE_LINE_START = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EWI] \d+ \d+\] ")
 _RAY_PRINT_HANDLER = "ray_print_logs"  # ray._private.worker's name for its printer
 
 
@@ -275,3 +290,76 @@ def quiet_tensorflow_import() -> None:
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietImport())
+
+
+class _LiveStderrFilter:
+    """File descriptor 2 of this process through a pipe; a thread writes everything on
+    to the real stderr at once except :data:`_NATIVE_NOISE` lines. Unfinished lines
+    (progress bars) pass at once; only an unfinished glog line is held for its end."""
+
+    def __init__(self) -> None:
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.read_fd = read_fd
+        self.pending = b""
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self.lock:
+                data = self.pending + chunk
+                if _END_MARK in data:  # stop(): everything before the mark is out
+                    before, _, after = data.partition(_END_MARK)
+                    self._emit(before, final=True)
+                    self.done.set()
+                    data = after
+                self._emit(data)
+
+    def _emit(self, data: bytes, final: bool = False) -> None:
+        cut = data.rfind(b"\n") + 1
+        out, rest = _NATIVE_NOISE.sub(b"", data[:cut]), data[cut:]
+        start = None if final else _NATIVE_LINE_START.search(rest)
+        hold = start.start() if start else len(rest)
+        out, self.pending = out + rest[:hold], rest[hold:]
+        while out:
+            try:
+                out = out[os.write(self.saved, out) :]
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        """Everything written so far out, then the real stderr back on fd 2 (what Ray's
+        processes started from here write to the pipe later still passes the filter)."""
+        try:
+            sys.stderr.flush()
+            os.write(2, _END_MARK)
+            self.done.wait(timeout=5.0)
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.saved, 2)
+
+
+def filter_native_stderr(argv: list[str] | None = None) -> Callable[[], None]:
+    """For a process's life (the ``denoise`` program, ``python -m jobs.NAME``): drop
+    the driver's own Ray-internal native lines (:data:`_NATIVE_NOISE`) from stderr.
+    Returns the function that ends it (call it before the process exits). Nothing is
+    filtered with ``--verbose`` or where fd 2 cannot be piped."""
+    if is_verbose() or "--verbose" in (sys.argv[1:] if argv is None else argv):
+        return lambda: None
+    try:
+        live = _LiveStderrFilter()
+    except (OSError, ValueError):
+        return lambda: None
+    return live.stop

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 DENOISE = str(Path(sys.executable).with_name("denoise"))
 # Start-up lines that must not reach a user's screen without --verbose.
 NOISE_MARKERS = (
+    "core_worker.cc",  # ray#53727's constructor-arguments warning (driver and actors)
     "cuInit",
     "oneDNN",
     "absl::InitializeLog",
@@ -395,6 +396,44 @@ def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session,
         err += capsys.readouterr().err
     assert own in err
     assert "core_worker.cc" not in err and "PYTHON worker processes" not in err, err
+
+
+_NATIVE_WRITER = """
+import os, sys, time
+from jobs import quiet
+stop = quiet.filter_native_stderr([])
+line = (b"[2026-11-27 06:43:45,098 E 30485 30485] core_worker.cc:2465: Actor with class name:"
+        b" 'MapWorker(MapBatches(FusedStage))' and ID: 'e03' has constructor arguments in the"
+        b" object store and max_restarts > 0. If the arguments ... for more details.\\n")
+os.write(2, b"\\rdenoise:   0%|          | 0/11 [00:00<?, ?img/s]")
+time.sleep(0.3)
+os.write(2, line[:70])  # a glog line in two writes: held until it ends
+time.sleep(0.3)
+os.write(2, line[70:])
+os.write(2, b"E0000 00:00:1795737035.41 14268 kernel.cc:12] a real error\\n")
+print("from Python", file=sys.stderr)
+os.write(2, b"\\rdenoise: 100%|##########| 11/11 [00:59<00:00]")
+stop()
+os.write(2, b"\\nafter the filter\\n")
+"""
+
+
+def test_native_stderr_filter_for_life_drops_ray_s_warning_and_passes_the_rest():
+    proc = subprocess.run(
+        [sys.executable, "-c", _NATIVE_WRITER],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != quiet.VERBOSE_ENV},
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode() == (
+        "\rdenoise:   0%|          | 0/11 [00:00<?, ?img/s]"
+        "E0000 00:00:1795737035.41 14268 kernel.cc:12] a real error\n"
+        "from Python\n"
+        "\rdenoise: 100%|##########| 11/11 [00:59<00:00]"
+        "\nafter the filter\n"
+    )
 
 
 def test_runtime_env_leaves_what_a_job_submitter_set(monkeypatch):
