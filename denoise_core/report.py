@@ -306,12 +306,12 @@ def render_html(
         parts.append("<h2>Noise (estimated without reference)</h2>")
         parts.append(
             "<p class='note'>Noise sigma on the 0-255 scale, estimated from each image alone "
-            "(wavelet median absolute deviation, Donoho &amp; Johnstone 1994, per colour "
-            "channel, averaged). On photos with synthetic Gaussian noise it is within 10% "
-            "from sigma 15 up; below, texture counts as noise (up to 15% high at sigma 10, "
-            "32% at 5). It "
-            "sees fine-scale noise only: an over-smoothed output reads low too. Removed = "
-            "input minus output, over the images denoised in this run.</p>"
+            "(finest diagonal wavelet detail in the image's weakest-texture blocks, per "
+            "colour channel, averaged). On photos with synthetic Gaussian noise of sigma "
+            "5 to 50 it is within 10%. It sees fine-scale noise only: an over-smoothed "
+            "output reads low, and so do camera JPEGs whose in-camera noise reduction left "
+            "coarse grain. Removed = input minus output, over the images denoised in this "
+            "run.</p>"
         )
         parts.append(_img_tag(noise, "noise histograms"))
     hist = psnr_histogram(records)
@@ -322,34 +322,48 @@ def render_html(
         parts.append(_img_tag(gains, "PSNR gain per group"))
     elif not any(r.get("psnr") is not None for r in records):
         parts.append("<p class='note'>No ground truth: no PSNR figures.</p>")
+    group_columns = (
+        (("PSNR", "psnr_mean"), ("input PSNR", "input_psnr_mean"))
+        + (("gain", "psnr_gain_mean"), ("SSIM", "ssim_mean"))
+        if summary.get("with_reference")
+        else (("noise in", "noise_sigma_in_mean"), ("noise out", "noise_sigma_out_mean"))
+    )
     for col, values in summary.get("groups", {}).items():
         parts.append(f"<h3>By {html.escape(col)}</h3><table><tr><th>{html.escape(col)}</th>")
         parts.append(
-            "<th>images</th><th>PSNR</th><th>input PSNR</th><th>gain</th><th>SSIM</th></tr>"
+            "<th>images</th>" + "".join(f"<th>{title}</th>" for title, _ in group_columns) + "</tr>"
         )
         for value, g in values.items():
             parts.append(
                 f"<tr><td>{html.escape(value)}</td><td>{g['count']}</td>"
-                f"<td>{_fmt(g['psnr_mean'])}</td><td>{_fmt(g['input_psnr_mean'])}</td>"
-                f"<td>{_fmt(g['psnr_gain_mean'])}</td><td>{_fmt(g['ssim_mean'])}</td></tr>"
+                + "".join(f"<td>{_fmt(g.get(field))}</td>" for _, field in group_columns)
+                + "</tr>"
             )
         parts.append("</table>")
     if samples:
-        heading = (
-            "Crops: noisy / denoised / ground truth"
-            if any(s[4] is not None for s in samples)
-            else "Crops: before / after"
+        with_reference = any(s[4] is not None for s in samples)
+        heading = "Crops: noisy / denoised / ground truth" if with_reference else "Crops"
+        # Without ground truth the no-reference figures stand where PSNR would.
+        columns = (
+            (("PSNR", "psnr"), ("input PSNR", "input_psnr"), ("SSIM", "ssim"))
+            if with_reference
+            else (
+                ("noise in", "noise_sigma_in"),
+                ("noise out", "noise_sigma_out"),
+                ("change RMS", "change_rms"),
+            )
         )
         parts.append(
             f"<h2>{heading}</h2><p class='note'>Centre crops at full resolution "
             f"(up to {CROP}×{CROP}).</p><table><tr><th></th><th>key</th>"
-            "<th>PSNR</th><th>input PSNR</th><th>SSIM</th><th>size</th></tr>"
+            + "".join(f"<th>{title}</th>" for title, _ in columns)
+            + "<th>size</th></tr>"
         )
         for label, rec, *_ in samples:
             parts.append(
                 f"<tr><td>{html.escape(label)}</td><td>{html.escape(rec['key'])}</td>"
-                f"<td>{_fmt(rec.get('psnr'))}</td><td>{_fmt(rec.get('input_psnr'))}</td>"
-                f"<td>{_fmt(rec.get('ssim'))}</td><td>{rec['width']}×{rec['height']}</td></tr>"
+                + "".join(f"<td>{_fmt(rec.get(field))}</td>" for _, field in columns)
+                + f"<td>{rec['width']}×{rec['height']}</td></tr>"
             )
         parts.append("</table>")
         parts.append(_img_tag(comparison_figure(samples), "comparison crops"))

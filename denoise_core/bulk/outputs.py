@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .rows import CLEAN_REASON_PREFIX
+from .rows import copied_unchanged
 
 GROUP_COLUMNS = ("phone", "iso", "brightness")
 
@@ -154,9 +154,7 @@ def summarize(
     """
     done = [r for r in records if not r["skipped"]]
     megapixels = sum(r["megapixels"] for r in done)
-    clean = sum(
-        1 for r in records if (r.get("skipped_reason") or "").startswith(CLEAN_REASON_PREFIX)
-    )
+    clean = sum(1 for r in records if copied_unchanged(r))
     summary: dict[str, Any] = {
         "count": len(records),
         "denoised": len(done),
@@ -192,6 +190,8 @@ def summarize(
                 "ssim_mean": _mean(r["ssim"] for r in rows),
                 "input_psnr_mean": _mean(r["input_psnr"] for r in rows),
                 "psnr_gain_mean": _mean(r["psnr_gain"] for r in rows),
+                "noise_sigma_in_mean": _mean(r.get("noise_sigma_in") for r in rows),
+                "noise_sigma_out_mean": _mean(r.get("noise_sigma_out") for r in rows),
             }
             for value, rows in sorted(by_value.items(), key=lambda kv: _natural(kv[0]))
         }

@@ -78,6 +78,11 @@ SKIPPED_EXISTING = "output existed"  # skipped_reason of a resumed image
 CLEAN_REASON_PREFIX = "input noise"  # skipped_reason of a --skip-below copy starts so
 
 
+def copied_unchanged(record: dict[str, Any]) -> bool:
+    """Whether a result row is a ``--skip-below`` copy (its output is its input)."""
+    return (record.get("skipped_reason") or "").startswith(CLEAN_REASON_PREFIX)
+
+
 class InputError(ValueError):
     """A bad input or reference; the message is the reason users read in errors.parquet."""
 

@@ -15,11 +15,14 @@ import pyarrow.parquet as pq
 
 from .. import codecs, storage
 from .plan import Plan, WorkItem
+from .rows import copied_unchanged
 
 
 def pick_samples(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """Best, median and worst image by PSNR (with references), else the images the
-    denoiser changed most, median and least (by ``change_rms``)."""
+    denoiser changed most, median and least (by ``change_rms``); ``--skip-below``
+    copies are not shown (their output is their input)."""
+    records = [r for r in records if not copied_unchanged(r)]
     scored = [r for r in records if r["psnr"] is not None and math.isfinite(r["psnr"])]
     if scored:
         by, labels = sorted(scored, key=lambda r: r["psnr"]), ("worst", "median", "best")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from denoise_core import report
+from denoise_core import bulk, report
 
 BASE = {"count": 2, "denoised": 2, "errors": 0, "noise_sigma_in_mean": 6.1, "psnr_mean": None}
 
@@ -25,3 +25,27 @@ def test_benchmark_report_renders_the_tables_and_escapes_text():
     assert "<table>" in html and "<td>1.00</td>" in html and "|---|" not in html
     assert "<b>" not in html and "a&lt;b&gt;" in html  # text stays text
     assert "Oracle choices: h=25." in html
+
+
+def record(key: str, change: float, reason: str = "") -> dict:
+    return {
+        "key": key,
+        "psnr": None,
+        "change_rms": change,
+        "skipped": bool(reason),
+        "skipped_reason": reason or None,
+    }
+
+
+def test_crops_never_show_a_skip_below_copy():
+    """A ``--skip-below`` copy changed least (0) but its "after" is its "before": the
+    crops show denoised images only; a resumed image (output existed) may be shown."""
+    records = [
+        record("copied.jpg", 0.0, f"{bulk.CLEAN_REASON_PREFIX} 0.20 below --skip-below 1"),
+        record("resumed.jpg", 0.01, bulk.SKIPPED_EXISTING),
+        record("a.jpg", 0.05),
+        record("b.jpg", 0.09),
+    ]
+    picked = dict(bulk.pick_samples(records))
+    assert [r["key"] for r in picked.values()] == ["b.jpg", "a.jpg", "resumed.jpg"]
+    assert [bulk.copied_unchanged(r) for r in records] == [True, False, False, False]

@@ -570,8 +570,11 @@ def test_summary_groups_and_report_without_reference(tmp_path):
     assert [s[0] for s in samples] == ["most changed", "median change", "least changed"]
     html = report.render_html(bulk.summarize(records, [], seconds=1.0), records, [], samples)
     # The noise histograms need no reference: they and the crops are the figures.
-    assert "before / after" in html and len(report_images(html)) == 2
+    assert "<h2>Crops</h2>" in html and len(report_images(html)) == 2
     assert "Noise (estimated without reference)" in html
+    # the crops' table: the no-reference figures where PSNR would stand
+    assert "<th>noise in</th><th>noise out</th><th>change RMS</th>" in html
+    assert "<th>PSNR</th>" not in html
 
 
 def test_skip_below_copies_clean_inputs_unchanged_and_records_why(tmp_path):
