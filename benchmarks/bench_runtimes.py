@@ -224,40 +224,18 @@ def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
 
 
 class Int8Denoiser:
-    """The int8 ONNX model in ONNX Runtime or OpenVINO, tiled like ``Denoiser`` (same
-    tile, overlap, batch and thread rule), float32 in and out."""
+    """The int8 ONNX model in ONNX Runtime or OpenVINO (the sessions ``Denoiser`` uses),
+    tiled like ``Denoiser`` (same tile, overlap, batch and thread rule), float32 in and
+    out."""
 
     def __init__(self, path: str, runtime: str, multiple: int, tile: int, threads: int) -> None:
+        from denoise_core.inference import OnnxRuntimeSession, OpenVinoSession
+
         self.multiple, self.tile, self.overlap, self.batch_size = multiple, tile, 32, 4
         if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            self._run = lambda batch: session.run(None, {name: batch})[0]
-        else:
-            import openvino as ov
-
-            core = ov.Core()
-            config = {
-                "INFERENCE_NUM_THREADS": threads,
-                "INFERENCE_PRECISION_HINT": "f32",  # what is not int8 stays float32
-                "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": 1,
-            }
-            request = core.compile_model(core.read_model(path), "CPU", config)
-            request = request.create_infer_request()
-
-            def run(batch: np.ndarray) -> np.ndarray:
-                request.infer({0: batch})
-                return np.array(request.get_output_tensor(0).data, dtype=np.float32)
-
-            self._run = run
+            self._run = OnnxRuntimeSession(path, threads)
+        else:  # what is not int8 stays float32
+            self._run = OpenVinoSession(path, threads, "fp32")
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)))

@@ -223,15 +223,14 @@ def _openvino_file(fp32_model) -> str:
     return os.path.join(_cached(key, build), "model.xml")
 
 
-class _OnnxRuntime:
-    """ONNX Runtime on the CPU: float32, ``intra_op_num_threads`` from the actor's CPUs.
-    Spinning threads are off: between calls they would burn the cores the actor's
-    codec threads need."""
+class OnnxRuntimeSession:
+    """An ONNX file in ONNX Runtime on the CPU, called on float32 batches:
+    ``intra_op_num_threads`` from the actor's CPUs, spinning threads off (between calls
+    they would burn the cores the actor's codec threads need)."""
 
-    def __init__(self, fp32_model, threads: int) -> None:
+    def __init__(self, path: str, threads: int) -> None:
         import onnxruntime as ort
 
-        path = _onnx_file(fp32_model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -245,11 +244,13 @@ class _OnnxRuntime:
         return self.session.run(None, {self.input: batch})[0]
 
 
-class _OpenVino:
-    """OpenVINO on the CPU with ``INFERENCE_NUM_THREADS`` from the actor's CPUs and the
-    precision as its inference hint (bf16 runs natively only with AVX-512 BF16 / AMX)."""
+class OpenVinoSession:
+    """An OpenVINO IR or ONNX file on the CPU, called on float32 batches, with
+    ``INFERENCE_NUM_THREADS`` from the actor's CPUs and the precision as its inference
+    hint (bf16 runs natively only with AVX-512 BF16 / AMX; int8 layers of a quantised
+    model stay int8 under either)."""
 
-    def __init__(self, fp32_model, threads: int, precision: str) -> None:
+    def __init__(self, path: str, threads: int, precision: str) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -259,9 +260,7 @@ class _OpenVino:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
-        self.compiled = core.compile_model(
-            core.read_model(_openvino_file(fp32_model)), "CPU", config
-        )
+        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -349,9 +348,10 @@ class Denoiser:
         else:
             self.model = models.with_precision(model, "fp32")
             if self.runtime == "onnxruntime":
-                self._run = _OnnxRuntime(self.model, self.threads)
+                self._run = OnnxRuntimeSession(_onnx_file(self.model), self.threads)
             else:
-                self._run = _OpenVino(self.model, self.threads, self.precision)
+                path = _openvino_file(self.model)
+                self._run = OpenVinoSession(path, self.threads, self.precision)
 
     def _runtime_precision(self, precision: str) -> str:
         if precision == "auto" and self.runtime != "tensorflow":
