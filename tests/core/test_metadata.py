@@ -290,6 +290,18 @@ def heic_with_metadata(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def assert_kept_and_upright(written: bytes, facts_of, stored: np.ndarray, label: str) -> None:
+    """Every metadata fact ``facts_of(written)`` checks is kept, and the pixels were
+    turned upright exactly once."""
+    facts = facts_of(written)
+    print(label, " ".join(f"{k}={'kept' if ok else 'LOST'}" for k, ok in facts.items()))
+    assert all(facts.values()), facts
+    pixels = codecs.decode_image(written)
+    want = upright(stored)
+    assert pixels.shape == want.shape  # turned once: not stored, not turned twice
+    assert np.abs(pixels.astype(int) - want).mean() < 6
+
+
 def heic_facts(data: bytes) -> dict[str, bool]:
     """What an HEIC output kept, read back by exiv2 (EXIF, XMP) and pillow-heif (ICC)."""
     import pillow_heif
@@ -329,15 +341,7 @@ def test_heic_outputs_keep_exif_xmp_icc_and_are_upright_once(tmp_path, source):
         proc.close()
     assert row["error"] == "" and row["output_key"] == "photo.heic"
     written = (out / "photo.heic").read_bytes()
-    facts = heic_facts(written)
-    print(
-        source, "-> .heic", " ".join(f"{k}={'kept' if ok else 'LOST'}" for k, ok in facts.items())
-    )
-    assert all(facts.values()), facts
-    pixels = codecs.decode_image(written)
-    want = upright(stored)
-    assert pixels.shape == want.shape  # turned once: not stored, not turned twice
-    assert np.abs(pixels.astype(int) - want).mean() < 6
+    assert_kept_and_upright(written, heic_facts, stored, f"{source} -> .heic")
 
 
 def test_ten_bit_heic_input_stays_ten_bit_with_its_metadata(tmp_path):
@@ -424,15 +428,7 @@ def test_avif_outputs_keep_exif_xmp_icc_and_are_upright_once(tmp_path, source):
     assert row["output_key"] == "photo.avif"
     written = (out / "photo.avif").read_bytes()
     assert codecs.is_avif(written)
-    facts = avif_facts(written)
-    print(
-        source, "-> .avif", " ".join(f"{k}={'kept' if ok else 'LOST'}" for k, ok in facts.items())
-    )
-    assert all(facts.values()), facts
-    pixels = codecs.decode_image(written)
-    want = upright(stored)
-    assert pixels.shape == want.shape  # turned once: not stored, not turned twice
-    assert np.abs(pixels.astype(int) - want).mean() < 6
+    assert_kept_and_upright(written, avif_facts, stored, f"{source} -> .avif")
 
 
 def test_avif_input_metadata_reaches_a_jpeg_output(tmp_path):
