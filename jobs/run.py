@@ -115,7 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="model actors (default: GPUs / --gpus with GPUs, else one per node)",
+        help="model actors (default: GPUs / --gpus with GPUs, else one per node; with "
+        "--model identity fused, one per --cpus-per-actor CPUs)",
     )
     p.add_argument(
         "--cpus-per-actor", type=float, default=1.0, help="CPUs reserved per model actor"
@@ -216,12 +217,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------
 
 
-def _default_concurrency(gpus: float) -> int:
+def _default_concurrency(s: bulk.RunSettings, pipeline: str) -> int:
+    """Model actors: one per GPU share; on CPUs one per node (the model's own threads
+    use the node's cores), except the fused null model, whose per-image work is
+    single-threaded: one per CPU (2-core AMD EPYC, 1 MP JPEGs: 60 against 26 MP/s)."""
     import ray
 
-    if gpus > 0:
+    if s.gpus > 0:
         total = ray.cluster_resources().get("GPU", 0)
-        return max(1, int(total // gpus))
+        return max(1, int(total // s.gpus))
+    if s.model == bulk.IDENTITY_MODEL and pipeline == "fused" and s.cpus_per_actor > 0:
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // s.cpus_per_actor))
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
@@ -268,7 +274,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
     s, existing = prepared.settings, prepared.existing
     init_ray(s.address)
     pipeline, why = bulk.choose_pipeline(s)
-    concurrency = s.concurrency or _default_concurrency(s.gpus)
+    concurrency = s.concurrency or _default_concurrency(s, pipeline)
     model_actors = {
         "batch_size": s.batch_size,
         "compute": ray.data.ActorPoolStrategy(size=concurrency),

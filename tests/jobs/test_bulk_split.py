@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 from test_run import BAD, EXIF_KEY, GOOD, fake_denoise, make_mixed, noisy_of, smooth, write
 
 from denoise_core import bulk
@@ -257,6 +258,10 @@ def test_split_run_matches_fused_run(mixed, small_unet, tmp_path, model):
         outs[pipeline] = out
     summary = json.loads((outs["split"] / bulk.SUMMARY_NAME).read_text())
     assert summary["pipeline"] == "split" and summary["data_cpus"] == 2
+    fused_summary = json.loads((outs["fused"] / bulk.SUMMARY_NAME).read_text())
+    # the fused null model runs one actor per CPU, a model one actor per node
+    cpus = int(ray.cluster_resources()["CPU"]) if model == "identity" else 1
+    assert fused_summary["concurrency"] == cpus
     assert summary["ensemble"] == (2 if model == "unet" else 1)
     assert table(outs["split"], bulk.ERRORS_NAME) == table(outs["fused"], bulk.ERRORS_NAME)
     fused_rows, split_rows = (table(outs[p], bulk.METRICS_NAME) for p in ("fused", "split"))
