@@ -150,11 +150,10 @@ def test_dtypes_channels_and_tiny_images_share_the_0_255_scale():
 
 
 def test_large_images_are_sampled_cheaply():
-    """A 12 MP photo (and a 1 MP one) is estimated from 9 crops of 256x256 (0.59 MP): the
-    same answer as the whole image, at a fraction of the cost. Speed is measured, not asserted: CPU time
-    (time.process_time, this 2-core AMD EPYC under load, OpenCV on one thread) 1 MP
-    13-17 ms, 12 MP 28-40 ms (the median over all HH coefficients with PyWavelets: 70-77
-    and 92-106 ms)."""
+    """A 12 MP photo (and a 1 MP one) is estimated from 9 crops of 256x256 (0.59 MP):
+    the same answer as the whole image, at a fraction of the cost. Speed is measured,
+    not asserted: about 7 ms CPU per image whatever its size (benchmarks/bench_run.py
+    --steps; the median over all HH coefficients with PyWavelets took 70-106 ms)."""
     rng = np.random.default_rng(2)
     tile = np.clip(
         np.rint(centre_crop("astronaut", 512) + rng.normal(0, 12, (512, 512, 3))), 0, 255
