@@ -241,7 +241,7 @@ def _data_cpus(s: bulk.RunSettings, concurrency: int) -> int:
     return max(1, int(total - concurrency * s.cpus_per_actor))
 
 
-def _work_dataset(prepared: runner.Prepared, *, read_ahead: bool):
+def _work_dataset(prepared: runner.Prepared, *, fused: bool):
     """Work rows as a Ray dataset: planned file rows, or an ingested set's shard rows."""
     import ray
 
@@ -256,11 +256,12 @@ def _work_dataset(prepared: runner.Prepared, *, read_ahead: bool):
             bulk.parquet_rows, fn_kwargs={"fmt": plan.fmt}, batch_size=s.batch_size
         )
     rows = bulk.work_rows(plan)
-    # Blocks of one model batch: each block costs the driver's scheduler about as much
-    # CPU as a 1 MP image costs the actor (blocks of one row: 14 ms each).
-    blocks = -(-len(rows) // s.batch_size)
+    # Fused: blocks of one model batch; each block costs the driver's scheduler about
+    # as much CPU as a 1 MP image costs the actor (blocks of one row: 14 ms each).
+    # Split: blocks of one row, so that each decoded image is a block of its own.
+    blocks = -(-len(rows) // s.batch_size) if fused else len(rows)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(blocks, 200)))
-    if read_ahead and s.io == "tasks":
+    if fused and s.io == "tasks":
         ds = ds.map_batches(bulk.read_inputs, batch_size=s.batch_size, num_cpus=0.5)
     return ds
 
@@ -282,7 +283,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
         "num_gpus": s.gpus or None,
     }
     info = {"concurrency": concurrency, "pipeline": pipeline, "pipeline_reason": why}
-    ds = _work_dataset(prepared, read_ahead=pipeline == "fused")
+    ds = _work_dataset(prepared, fused=pipeline == "fused")
     if pipeline == "fused":
         ds = ds.map_batches(
             stages.FusedStage,
@@ -292,12 +293,13 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
         return runner.Execution(ds.iter_rows(), info)
     # One image per data call: a decoded 12 MP photo is 36 MB, so blocks stay one image
     # and leave the object store as soon as the next operator has taken them. Decode and
-    # finish alternate per image: each worker reserves half a CPU, so both pools at
-    # their largest reserve --data-cpus CPUs together, and one CPU runs one of each.
+    # finish alternate per image: each worker reserves half a CPU, so both pools
+    # reserve --data-cpus CPUs together, and one CPU runs one of each. Fixed-size
+    # pools: all workers start with the run, not while it streams.
     data_cpus = _data_cpus(s, concurrency)
     data_workers = {
         "batch_size": 1,
-        "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=data_cpus),
+        "compute": ray.data.ActorPoolStrategy(size=data_cpus),
         "num_cpus": 0.5,
     }
     ds = ds.map_batches(
