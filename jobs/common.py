@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 
 import ray
@@ -112,12 +114,35 @@ def interrupted(name: str) -> int:
     return 130
 
 
+_CTRL_C = threading.Event()  # set by a Ctrl-C during run_guarded
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    _CTRL_C.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C came: library code that caught the first
+    one (a Ctrl-C during Ray's start-up was once lost so, and the run went on to
+    the end) cannot keep a long loop running."""
+    if _CTRL_C.is_set():
+        raise KeyboardInterrupt
+
+
 def run_guarded(name: str, run: Callable[[argparse.Namespace], int], args) -> int:
-    """``run(args)`` with Ctrl-C turned into :func:`interrupted`."""
+    """``run(args)`` with Ctrl-C turned into :func:`interrupted`; the Ctrl-C is also
+    remembered for :func:`raise_if_interrupted` until ``run`` returns."""
+    _CTRL_C.clear()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c) if main else None
     try:
         return run(args)
     except KeyboardInterrupt:
         return interrupted(name)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def job_main(

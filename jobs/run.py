@@ -18,11 +18,12 @@ the existing file); ``--overwrite`` denoises them again.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Iterator
 
 from denoise_core import bulk, codecs
 from denoise_core.bulk import runner
 from jobs import preflight
-from jobs.common import fail, init_ray, job_main
+from jobs.common import fail, init_ray, job_main, raise_if_interrupted
 
 
 def _positive_megapixels(text: str) -> float:
@@ -266,6 +267,13 @@ def _work_dataset(prepared: runner.Prepared, *, fused: bool):
     return ds
 
 
+def _interruptible(rows: Iterable[dict]) -> Iterator[dict]:
+    """The result rows, stopping at the first one after a Ctrl-C that was lost."""
+    for row in rows:
+        raise_if_interrupted()
+        yield row
+
+
 def execute(prepared: runner.Prepared) -> runner.Execution:
     """Stream result rows through Ray Data, fused or split (bulk.choose_pipeline)."""
     import ray
@@ -290,7 +298,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
             fn_constructor_kwargs={"settings": s, "existing": existing},
             **model_actors,
         )
-        return runner.Execution(ds.iter_rows(), info)
+        return runner.Execution(_interruptible(ds.iter_rows()), info)
     # One image per data call: a decoded 12 MP photo is 36 MB, so blocks stay one image
     # and leave the object store as soon as the next operator has taken them. Decode and
     # finish alternate per image: each worker reserves half a CPU, so both pools
@@ -313,7 +321,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
         fn_constructor_kwargs={"settings": s, "existing": existing},
         **data_workers,
     )
-    return runner.Execution(ds.iter_rows(), {**info, "data_cpus": data_cpus})
+    return runner.Execution(_interruptible(ds.iter_rows()), {**info, "data_cpus": data_cpus})
 
 
 def default_model() -> str | None:

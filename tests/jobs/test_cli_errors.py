@@ -493,6 +493,30 @@ def test_small_run_is_quiet_and_survives_a_stale_ray_record(tmp_path, ray_tmp):
 
 
 @pytest.mark.slow
+def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_run(capsys):
+    """CI once saw a Ctrl-C during Ray's start-up lost and the run finish (exit 0):
+    the run's result loop (jobs.run._interruptible) checks raise_if_interrupted."""
+    from jobs import common
+
+    checked = []
+
+    def run(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            pass  # what the library did
+        for i in range(3):
+            checked.append(i)
+            common.raise_if_interrupted()
+        return 0
+
+    assert common.run_guarded("run", run, None) == 130
+    assert checked == [0]
+    assert "interrupted; outputs written so far are kept" in capsys.readouterr().err
+    assert common.run_guarded("run", lambda args: 0, None) == 0  # the next run starts clean
+
+
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, ray_tmp):
     src = write_images(tmp_path / "in")
     proc = subprocess.Popen(
