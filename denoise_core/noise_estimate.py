@@ -32,9 +32,9 @@ photo costs what a 4 MP one does:
   median 0.51), 0.08 on 100 PolyU JPEG pairs (0.00-0.18; 0.13): its fine-scale noise is
   mostly gone where the image is flat. CPU time (time.process_time, this 2-core AMD
   EPYC under load), OpenCV on one thread: 12-17 ms per MP on a 1 MP image when it was
-  measured whole (the plain median with PyWavelets: 67-73); images over 0.59 MP are
-  sampled as 9 crops of 256x256 (``ESTIMATE_TILES``), about 7 ms per 1 MP image and
-  0.6 ms per MP on 12 MP; OpenCV's default 2 threads cost more CPU.
+  measured whole (the plain median with PyWavelets: 67-73); images over 0.26 MP are
+  sampled as 4 crops of 256x256 (``ESTIMATE_TILES``), about 3 ms per image whatever
+  its size; OpenCV's default 2 threads cost more CPU.
   A PCA estimator (Chen, Zhu and Heng, ICCV 2015) was closer than the plain median on
   synthetic noise (5.0-5.5 at sigma 5) but fell to a tenth of the true level on JPEG
   photos with 4:2:0 chroma subsampling (the channels' noise is then correlated), so it
@@ -59,11 +59,13 @@ import pywt
 
 SAMPLE_TILE = 256
 SAMPLE_TILES = 64  # at most 64 crops of 256x256: 4.2 MP
-# estimate_sigma: at most 9 crops, 0.59 MP. Measured on Kodak24 photos enlarged to 5 MP
-# with Gaussian noise of sigma 3, 5 and 15: estimate / true 0.977-1.010 from 9 crops,
-# 0.979-1.007 from 36, at 2.1 against 6.7 ms per MP (it runs twice per image in
-# ``denoise run``, the largest CPU cost of a run with the null model).
-ESTIMATE_TILES = 9
+# estimate_sigma: at most 4 crops, 0.26 MP. Measured on the 24 Kodak24 photos enlarged
+# to 1 and 5 MP with Gaussian noise of sigma 3, 5 and 15 (rounded to 8 bits), estimate /
+# true from 4 / 9 / 36 crops: 0.962-1.038 / 0.959-1.024 / 0.968-1.022, at 2.5-4.8 /
+# 6-10 / 27-35 CPU ms per 5 MP image beside a training run
+# (benchmarks/bench_noise_estimate.py, results/bench_noise_estimate.md). It runs twice
+# per image in ``denoise run``: after the codecs, the largest CPU cost of a null-model run.
+ESTIMATE_TILES = 4
 MAD_TILES = 36  # wavelet_mad_sigma (the benchmark's baselines); estimate_sigma when mostly clipped
 # estimate_sigma: under this share of blocks away from clipped pixels, a wider sample,
 # then all blocks (heavy noise clipped at 0 and 255, a dark frame)
@@ -221,7 +223,7 @@ def estimate_sigma(image: np.ndarray) -> float:
     """Noise standard deviation on the [0, 1] scale of an HxW or HxWxC image (integer
     images scaled by their dtype's maximum, floats clipped to [0, 1]; alpha, the 4th
     channel, ignored), measured in the image's weakest-texture blocks (the module
-    docstring says how, and how well). Images over 0.59 MP are sampled (9 crops); under 8x8
+    docstring says how, and how well). Images over 0.26 MP are sampled (4 crops); under 8x8
     pixels it is :func:`wavelet_mad_sigma` (0 under 2x2)."""
     image = _colour_planes(image)
     if min(image.shape[:2]) < 8:
@@ -234,7 +236,7 @@ def estimate_sigma(image: np.ndarray) -> float:
     sigma, usable_share = _weak_texture_sigma(crops)
     if usable_share < MOSTLY_CLIPPED and len(crops) > 1:
         # Few unclipped blocks in the crops (retina's black surround at sigma 50 read
-        # 0.59 of the truth from 9 crops): the wider sample, as before.
+        # 0.59 of the truth from 9 crops): the wider sample.
         sigma, _ = _weak_texture_sigma(sample_crops(image, tiles=MAD_TILES))
     return sigma * scale
 
