@@ -547,8 +547,10 @@ def ceiling(args) -> int:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bench_ceiling_"))
-    sizes = {"1 MP": (1024, 1024), "12 MP": (4000, 3000)}
-    counts = dict(zip(sizes, (int(c) for c in args.ceiling_images.split(",")), strict=True))
+    all_sizes = {"1 MP": (1024, 1024), "12 MP": (4000, 3000)}
+    counts = dict(zip(all_sizes, (int(c) for c in args.ceiling_images.split(",")), strict=True))
+    chosen = {f"{v.strip()} MP" for v in args.ceiling_sizes.split(",")}
+    sizes = {name: wh for name, wh in all_sizes.items() if name in chosen}
     print(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), load {os.getloadavg()[0]:.1f}")
     for name, (w, h) in sizes.items():
         write_jpeg_set(work / name / "in", work / name / "ref", counts[name], w, h)
@@ -590,15 +592,16 @@ def ceiling(args) -> int:
             split = ["--model", "identity", "--pipeline", "split", "--data-cpus", str(d)]
             split += ["--cpus-per-actor", "0", "--concurrency", "1"]
             measure(f"split, {d} data CPU(s)", name, split, d)
-    print("stand-in accelerator (--model identity:400: sleeps MP/400 s, no CPU), split:")
-    for d in data_cpu_counts:
+    if "12 MP" in sizes:
+        print("stand-in accelerator (--model identity:400: sleeps MP/400 s, no CPU), split:")
+    for d in data_cpu_counts if "12 MP" in sizes else ():
         split = ["--model", "identity:400", "--pipeline", "split", "--data-cpus", str(d)]
         split += ["--cpus-per-actor", "0", "--concurrency", "1"]
         measure(f"split, {d} data CPU(s)", "12 MP", split, d)
     print("metrics: CPU s per MP of one comparison (a run with references makes two):")
     for name, cost in metric_cost((1024, 1024)).items():
         print(f"  {name:<16} {cost:.3f} CPU s/MP ({1 / cost:.1f} MP/s)")
-    if args.reference_model:
+    if args.reference_model and "1 MP" in sizes:
         name = None if args.reference_model == "default" else args.reference_model
         model = pick_model(name, work)
         print(f"with and without --reference ({model}, fused, 1 MP JPEGs):")
@@ -923,6 +926,12 @@ def main(argv: list[str] | None = None) -> int:
         "--ceiling-images",
         default="100,20",
         help="--ceiling: 1 MP and 12 MP images (each configuration also runs on a fifth)",
+    )
+    p.add_argument(
+        "--ceiling-sizes",
+        default="1,12",
+        help="--ceiling: which image sizes to run, in MP (1, 12 or both; the stand-in "
+        "accelerator runs with 12)",
     )
     p.add_argument("--data-cpus", default="1,2", help="--ceiling: Ray CPU counts to compare")
     p.add_argument(
