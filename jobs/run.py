@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from denoise_core import bulk, codecs
 from denoise_core.bulk import runner
@@ -242,8 +243,9 @@ def _data_cpus(s: bulk.RunSettings, concurrency: int) -> int:
     return max(1, int(total - concurrency * s.cpus_per_actor))
 
 
-def _work_dataset(prepared: runner.Prepared, *, fused: bool):
-    """Work rows as a Ray dataset: planned file rows, or an ingested set's shard rows."""
+def _work_dataset(prepared: runner.Prepared, *, fused: bool) -> tuple[Any, int | None]:
+    """Work rows as a Ray dataset (planned file rows, or an ingested set's shard rows) and
+    its number of blocks where known (file rows; None for Parquet)."""
     import ray
 
     s, plan = prepared.settings, prepared.plan
@@ -253,18 +255,20 @@ def _work_dataset(prepared: runner.Prepared, *, fused: bool):
         )
         if s.limit is not None:
             ds = ds.limit(s.limit)
-        return ds.map_batches(
+        shard_rows = ds.map_batches(
             bulk.parquet_rows, fn_kwargs={"fmt": plan.fmt}, batch_size=s.batch_size
         )
+        return shard_rows, None
     rows = bulk.work_rows(plan)
     # Fused: blocks of one model batch; each block costs the driver's scheduler about
     # as much CPU as a 1 MP image costs the actor (blocks of one row: 14 ms each).
     # Split: blocks of one row, so that each decoded image is a block of its own.
     blocks = -(-len(rows) // s.batch_size) if fused else len(rows)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(blocks, 200)))
+    blocks = max(1, min(blocks, 200))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
     if fused and s.io == "tasks":
         ds = ds.map_batches(bulk.read_inputs, batch_size=s.batch_size, num_cpus=0.5)
-    return ds
+    return ds, blocks
 
 
 def _interruptible(rows: Iterable[dict]) -> Iterator[dict]:
@@ -283,7 +287,12 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
     s, existing = prepared.settings, prepared.existing
     init_ray(s.address)
     pipeline, why = bulk.choose_pipeline(s)
+    ds, blocks = _work_dataset(prepared, fused=pipeline == "fused")
     concurrency = s.concurrency or _default_concurrency(s, pipeline)
+    if not s.concurrency and blocks is not None:
+        # No more actors than blocks: an idle actor costs its start-up, and Ray Data
+        # warns about the pool it cannot fill.
+        concurrency = min(concurrency, blocks)
     model_actors = {
         "batch_size": s.batch_size,
         "compute": ray.data.ActorPoolStrategy(size=concurrency),
@@ -291,7 +300,6 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
         "num_gpus": s.gpus or None,
     }
     info = {"concurrency": concurrency, "pipeline": pipeline, "pipeline_reason": why}
-    ds = _work_dataset(prepared, fused=pipeline == "fused")
     if pipeline == "fused":
         ds = ds.map_batches(
             stages.FusedStage,
@@ -305,6 +313,8 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
     # reserve --data-cpus CPUs together, and one CPU runs one of each. Fixed-size
     # pools: all workers start with the run, not while it streams.
     data_cpus = _data_cpus(s, concurrency)
+    if not s.data_cpus and blocks is not None:
+        data_cpus = min(data_cpus, blocks)
     data_workers = {
         "batch_size": 1,
         "compute": ray.data.ActorPoolStrategy(size=data_cpus),

@@ -241,7 +241,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     if noise is not None and out_noise is not None:
         noise_text += f" -> {out_noise:.1f} out"
     return (
-        f"run: {summary['count']} images{skipped}, {summary['megapixels']:.2f} MP in "
-        f"{summary['seconds']:.1f} s, {mp_s or 0:.3f} MP/s, {summary['errors']} errors, "
+        f"run: {summary['count']} image{'' if summary['count'] == 1 else 's'}{skipped}, "
+        f"{summary['megapixels']:.2f} MP in {summary['seconds']:.1f} s, {mp_s or 0:.3f} MP/s, "
+        f"{summary['errors']} error{'' if summary['errors'] == 1 else 's'}, "
         f"mean PSNR gain {gain_text}{noise_text}"
     )

@@ -123,7 +123,8 @@ def prepare(s: RunSettings, storage_error: Callable[[Exception], str | None]) ->
     removed = remove_partial_writes(s.output)
     ref_text = reference_source(plan, s.reference)
     print(
-        f"run: {plan.total} images from {s.input} (reference: {ref_text})"
+        f"run: {plan.total} image{'' if plan.total == 1 else 's'} from {s.input} "
+        f"(reference: {ref_text})"
         + (f", {len(existing)} already done" if existing else "")
         + (f", {removed} partial writes removed" if removed else "")
     )
