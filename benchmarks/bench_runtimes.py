@@ -153,7 +153,7 @@ def calibration_crops(count: int, multiple: int) -> list[np.ndarray]:
     seed): the activations quantisation ranges are read from. Never validation data."""
     from denoise_core import benchmark, storage
 
-    files = sorted(storage.walk_files(str(DATA / "train" / "CBSD432"), storage.IMAGE_EXTENSIONS))
+    files = sorted(storage.walk_images(str(DATA / "train" / "CBSD432")))
     rng = np.random.default_rng(19)
     side = CALIBRATION_CROP - CALIBRATION_CROP % multiple
     crops = []

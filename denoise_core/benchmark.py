@@ -63,7 +63,7 @@ def _read_rgb(uri: str) -> np.ndarray:
 
 def clean_set(uri: str, spec: str, limit: int | None = None, seed: int = 0) -> BenchSet:
     """Clean images under ``uri`` with noise ``spec`` (one sigma, or camera), fixed seeds."""
-    images = sorted(storage.walk_files(uri, storage.IMAGE_EXTENSIONS))[:limit]
+    images = sorted(storage.walk_images(uri))[:limit]
     parsed = noise.parse_noise_spec(spec)
     out = []
     for i, path in enumerate(images):

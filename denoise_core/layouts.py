@@ -96,14 +96,6 @@ def list_source(src: str) -> Listing:
     return Listing(src, files)
 
 
-def _is_image(key: str) -> bool:
-    return key.lower().endswith(storage.IMAGE_EXTENSIONS)
-
-
-def _hidden(key: str) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in key.split("/"))
-
-
 def detect_layout(listing: Listing) -> str:
     """Best guess of the layout from file names alone."""
     names = {posixpath.basename(k) for k in listing.files}
@@ -117,7 +109,7 @@ def detect_layout(listing: Listing) -> str:
             and sidd.SRGB_FILE_RE.match(parts[-1])
         ):
             return "sidd"
-    images = [k for k in listing.files if _is_image(k) and not _hidden(k)]
+    images = [k for k in listing.files if storage.is_input_image(k)]
     stems = [posixpath.splitext(k)[0].lower() for k in images]
     for noisy_sfx, clean_sfx in DEFAULT_SUFFIX_PAIRS:
         if any(s.endswith(noisy_sfx) for s in stems) and any(s.endswith(clean_sfx) for s in stems):
@@ -139,7 +131,7 @@ def _scene_of(stem_key: str, pattern: re.Pattern[str]) -> str:
 def sidd_items(listing: Listing) -> tuple[list[Item], list[Rejected]]:
     """Pairs of SIDD Small/Medium sRGB images inside scene-instance folders."""
     items, rejected = [], []
-    by_key = {k: v for k, v in listing.files.items() if not _hidden(k)}
+    by_key = {k: v for k, v in listing.files.items() if not storage.is_hidden_key(k)}
     for key, (uri, size) in by_key.items():
         parts = key.split("/")
         if len(parts) < 2:
@@ -213,7 +205,7 @@ def pair_items(
 ) -> tuple[list[Item], list[Rejected]]:
     """Noisy/clean pairs matched by file-name suffix or by parallel folders."""
     pattern = re.compile(scene_pattern)
-    images = {k: v for k, v in listing.files.items() if _is_image(k) and not _hidden(k)}
+    images = {k: v for k, v in listing.files.items() if storage.is_input_image(k)}
     # Map every image to (role, pair id); the pair id is what noisy and clean share.
     roles: dict[str, tuple[str, str]] = {}
     for key in images:
@@ -277,7 +269,7 @@ def clean_items(
             size_bytes=size,
         )
         for key, (uri, size) in listing.files.items()
-        if _is_image(key) and not _hidden(key)
+        if storage.is_input_image(key)
     ]
     return items, []
 

@@ -14,6 +14,7 @@ whatever the patch size.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ SCHEMA = pa.schema(
         ("clean", pa.binary()),
     ]
 )
+# errors.parquet of `denoise ingest` and `denoise run`: one row per input skipped, why.
 ERRORS_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string())])
 
 DEFAULT_TARGET_FILE_BYTES = 64 * 2**20
@@ -140,3 +142,19 @@ class ShardWriter:
         for split in list(self._open):
             self._close(split)
         return self.written
+
+
+def errors_table(errors: Iterable[dict[str, str]]) -> pa.Table:
+    """The ``errors.parquet`` table of skipped inputs (``key``, ``reason``), sorted by key."""
+    rows = sorted(
+        ({"key": e["key"], "reason": e["reason"]} for e in errors),
+        key=lambda e: e["key"],
+    )
+    return pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as the bytes of one Parquet file (written atomically by the caller)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import fsspec
 import pyarrow.fs as pafs
@@ -20,6 +20,23 @@ from fsspec.core import url_to_fs
 # Lower case; listings compare lowercased keys, so IMG_0001.HEIC is an image too.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
 IMAGE_EXTENSIONS += (".avif",)  # decoded by OpenCV (libavif), see denoise_core.codecs
+
+
+def is_image_key(key: str) -> bool:
+    """Whether a listed key names an image (by its extension, any case)."""
+    return key.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_hidden_key(key: str) -> bool:
+    """Whether a key lies in or is a hidden file or folder (``.name``) or a macOS zip's
+    ``__MACOSX`` resource folder: never an input, whatever its extension."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in key.split("/"))
+
+
+def is_input_image(key: str) -> bool:
+    """The rule every listing (ingest's layouts, ``denoise run``'s plan) applies to keys:
+    an image that is not hidden."""
+    return is_image_key(key) and not is_hidden_key(key)
 
 
 def is_remote(uri: str) -> bool:
@@ -221,15 +238,14 @@ def makedirs(uri: str) -> None:
         fs.makedirs(path, exist_ok=True)
 
 
-def walk_files(uri: str, extensions: Iterable[str] | None = None) -> Iterator[str]:
-    """Every object under ``uri`` (recursively), as URIs, sorted; optionally by extension.
-
-    Extension matching is case-insensitive (``.PNG`` and ``.png`` are both images).
-    """
+def walk_images(uri: str) -> Iterator[str]:
+    """The input images under ``uri`` (recursively), as URIs, sorted: the keys relative to
+    ``uri`` that :func:`is_input_image` accepts (hidden files and folders left out)."""
     fs, path = open_fs(uri)
-    exts = tuple(e.lower() for e in extensions) if extensions else None
+    root = path.rstrip("/")
     for p in sorted(fs.find(path)):
-        if exts is None or p.lower().endswith(exts):
+        key = p[len(root) + 1 :] if p.startswith(root + "/") else posixpath.basename(p)
+        if is_input_image(key):
             yield protocol_uri(fs, p)
 
 

@@ -18,19 +18,13 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
-from denoise_core import layouts, manifest, storage
+from denoise_core import layouts, manifest, shards, storage
 from denoise_core.ingest import CropSpec, plan_units, process_unit
 from denoise_core.layouts import Item
-from denoise_core.shards import (
-    DEFAULT_ROW_GROUP_BYTES,
-    DEFAULT_TARGET_FILE_BYTES,
-    ERRORS_SCHEMA,
-)
+from denoise_core.shards import DEFAULT_ROW_GROUP_BYTES, DEFAULT_TARGET_FILE_BYTES
 from jobs import preflight
 from jobs.common import fail, init_ray, job_main
 
@@ -141,12 +135,8 @@ def _prepare_destination(dst: str, overwrite: bool) -> None:
 
 
 def _write_errors(dst: str, errors: list[dict[str, str]]) -> None:
-    table = pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    storage.write_bytes_atomic(
-        storage.join(dst, manifest.ERRORS_NAME), sink.getvalue().to_pybytes()
-    )
+    data = shards.table_bytes(shards.errors_table(errors))
+    storage.write_bytes_atomic(storage.join(dst, manifest.ERRORS_NAME), data)
 
 
 def _memory_per_task(items: list[Item]) -> int:

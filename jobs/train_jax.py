@@ -95,7 +95,7 @@ def _rgb8(data: bytes) -> np.ndarray:
 
 def load_clean(folder: str) -> np.ndarray:
     """All images as one uint8 array, portrait ones transposed, centre-cropped to the smallest."""
-    uris = list(storage.walk_files(folder, storage.IMAGE_EXTENSIONS))
+    uris = list(storage.walk_images(folder))
     if not uris:
         raise ValueError(f"no images under {folder}")
     imgs = [_rgb8(storage.read_bytes(u)) for u in uris]
@@ -127,7 +127,7 @@ def load_val(folder: str, noise_spec: str = DEFAULT_VAL_NOISE) -> list:
     """Clean validation images with the core's fixed-seed noise (:func:`valset.val_pair`),
     cropped to a multiple of 8 (the U-Net's stride; the model runs on whole images)."""
     pairs = []
-    for i, uri in enumerate(storage.walk_files(folder, storage.IMAGE_EXTENSIONS)):
+    for i, uri in enumerate(storage.walk_images(folder)):
         c = _rgb8(storage.read_bytes(uri)).astype(np.float32) / 255.0
         c = c[: c.shape[0] // 8 * 8, : c.shape[1] // 8 * 8]
         pairs.append(valset.val_pair(c, noise_spec, 0, i))

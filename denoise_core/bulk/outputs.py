@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .rows import copied_unchanged
 
@@ -50,7 +49,6 @@ METRICS_SCHEMA = pa.schema(
         ("folder", pa.string()),
     ]
 )
-ERRORS_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string())])
 _FLOAT_FIELDS = tuple(f.name for f in METRICS_SCHEMA if pa.types.is_floating(f.type))
 _META_FIELDS = ("phone", "iso", "brightness", "scene", "folder")
 
@@ -86,19 +84,6 @@ def metrics_records(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def metrics_table(records: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=METRICS_SCHEMA)
-
-
-def errors_table(errors: list[dict[str, str]]) -> pa.Table:
-    rows = sorted(
-        ({"key": e["key"], "reason": e["reason"]} for e in errors), key=lambda e: e["key"]
-    )
-    return pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
 
 
 def _finite(values: Iterable[Any]) -> np.ndarray:

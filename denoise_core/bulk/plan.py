@@ -69,14 +69,6 @@ class Plan:
         return 0 if overwrite else sum(k in self.existing for k in self.output_keys())
 
 
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(storage.IMAGE_EXTENSIONS)
-
-
-def _hidden(key: str) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in key.split("/"))
-
-
 def normalize_format(fmt: str | None) -> str | None:
     """``png`` / ``.PNG`` -> ``.png``; None (``keep``, empty) keeps each input's own format."""
     if not fmt or fmt.lower() == KEEP_FORMAT:
@@ -127,7 +119,7 @@ def list_images(root: str, exclude_prefix: str | None = None) -> tuple[dict[str,
     for key, (uri, _) in listing.files.items():
         if exclude_prefix and (key == exclude_prefix or key.startswith(exclude_prefix + "/")):
             continue
-        if is_image_key(key) and not _hidden(key):
+        if storage.is_input_image(key):
             images[key] = uri
         else:
             ignored += 1

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .. import model_file, report, storage
+from .. import model_file, report, shards, storage
 from ..manifest import DatasetNotReadyError
 from . import outputs, samples
 from .plan import (
@@ -200,10 +200,10 @@ def finish(
     )
     join = storage.join
     storage.write_bytes_atomic(
-        join(s.output, METRICS_NAME), outputs.parquet_bytes(outputs.metrics_table(records))
+        join(s.output, METRICS_NAME), shards.table_bytes(outputs.metrics_table(records))
     )
     storage.write_bytes_atomic(
-        join(s.output, ERRORS_NAME), outputs.parquet_bytes(outputs.errors_table(errors))
+        join(s.output, ERRORS_NAME), shards.table_bytes(shards.errors_table(errors))
     )
     storage.write_bytes_atomic(join(s.output, SUMMARY_NAME), outputs.summary_json(summary))
     if not s.no_report:

@@ -231,15 +231,13 @@ def test_heic_is_decoded_upright_once(orientation):
 
 
 def test_listing_picks_up_heic_and_heif_in_any_case(tmp_path):
-    from denoise_core import bulk, storage
+    from denoise_core import storage
 
     for name in ("a.heic", "b.HEIC", "c.heif", "d.HEIF", "e.txt"):
         (tmp_path / name).write_bytes(b"x")
-    found = [
-        p.rsplit("/", 1)[-1] for p in storage.walk_files(str(tmp_path), storage.IMAGE_EXTENSIONS)
-    ]
+    found = [p.rsplit("/", 1)[-1] for p in storage.walk_images(str(tmp_path))]
     assert found == ["a.heic", "b.HEIC", "c.heif", "d.HEIF"]
-    assert bulk.is_image_key("IMG_0001.HEIC")
+    assert storage.is_image_key("IMG_0001.HEIC")
 
 
 def test_format_keep_is_the_inputs_own_and_heic_is_an_output_format():
@@ -339,9 +337,7 @@ def test_listing_and_format_keep_and_avif_output(tmp_path):
 
     for name in ("a.avif", "b.AVIF", "c.txt"):
         (tmp_path / name).write_bytes(b"x")
-    found = [
-        p.rsplit("/", 1)[-1] for p in storage.walk_files(str(tmp_path), storage.IMAGE_EXTENSIONS)
-    ]
+    found = [p.rsplit("/", 1)[-1] for p in storage.walk_images(str(tmp_path))]
     assert found == ["a.avif", "b.AVIF"]
     assert bulk.normalize_format("AVIF") == ".avif" and bulk.normalize_format("keep") is None
     assert bulk.output_key("x/IMG_1.AVIF", None) == "x/IMG_1.AVIF"

@@ -65,3 +65,18 @@ def test_read_bytes_reads_zip_members_and_local_files(tmp_path):
     assert storage.read_bytes(f"zip://Data/x.png::{archive}") == b"inside"
     storage.write_bytes_atomic(str(tmp_path / "d" / "f.bin"), b"local")
     assert storage.read_bytes(str(tmp_path / "d" / "f.bin")) == b"local"
+
+
+def test_image_listing_rules_are_one_for_every_listing(tmp_path):
+    """Hidden files and folders (macOS ``._`` forks, ``.thumbnails``, a zip's
+    ``__MACOSX``) are never inputs, in any listing; hidden folders above the listed
+    root do not count."""
+    root = tmp_path / ".cache" / "photos"
+    for key in ("a.JPG", "sub/b.png", "._a.JPG", ".thumbnails/c.png", "__MACOSX/d.png", "e.txt"):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"x")
+    found = [uri.split("/photos/", 1)[1] for uri in storage.walk_images(str(root))]
+    assert found == ["a.JPG", "sub/b.png"]
+    assert [k for k in ("x.HEIC", "x.heic.txt", ".x.png") if storage.is_input_image(k)] == [
+        "x.HEIC"
+    ]
