@@ -50,10 +50,11 @@ __all__ = [
     "synthesize",
 ]
 
-# What `denoise train` synthesises on clean rows by default (unet-v9's and v10's recipe): half the
-# samples phone-like (isp, isp with JPEG, the mixed degradations), a third blind
-# Gaussian (keeps Gaussian denoising and light noise), a sixth the simple camera model.
-DEFAULT_TRAINING_NOISE = "isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;camera"
+# What `denoise train` synthesises on clean rows by default (unet-v11's recipe; v9 and v10
+# had no gaussian:5-30): three sevenths of the samples phone-like (isp, isp with JPEG, the
+# mixed degradations), three sevenths blind Gaussian, one of them at low and middle sigma
+# (keeps Gaussian denoising, light noise and fine texture), a seventh the simple camera model.
+DEFAULT_TRAINING_NOISE = "isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;gaussian:5-30;camera"
 
 # Ranges sample_camera_params draws from (documented there).
 SHOT_RANGE = (1e-4, 1e-2)

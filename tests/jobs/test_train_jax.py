@@ -58,10 +58,10 @@ def test_batches_hold_aligned_real_pairs_and_noisy_synthetic_rows():
 
 
 def test_default_noise_mix_is_planned_on_device_and_host_in_the_core_shares():
-    device, host, n_host = jt.plan_rows(noise.DEFAULT_TRAINING_NOISE, 120)
-    # isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;camera: 20 rows each.
+    device, host, n_host = jt.plan_rows(noise.DEFAULT_TRAINING_NOISE, 140)
+    # isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;gaussian:5-30;camera: 20 rows each.
     assert [(s.kind, n) for s, n in device] == [
-        ("isp", 20), ("gaussian", 20), ("gaussian", 20), ("camera", 20)
+        ("isp", 20), ("gaussian", 20), ("gaussian", 20), ("gaussian", 20), ("camera", 20)
     ]  # fmt: skip
     assert host == "isp:jpeg=70-95;mix" and n_host == 40
 
