@@ -25,15 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from denoise_core import codecs, noise_estimate  # noqa: E402
-
-PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+from denoise_core import codecs, noise_estimate, storage  # noqa: E402
 
 
-def enlarged(paths: list[Path], megapixels: float) -> list[np.ndarray]:
+def enlarged(uris: list[str], megapixels: float) -> list[np.ndarray]:
     images = []
-    for path in paths:
-        image = codecs.decode_image(path.read_bytes())
+    for uri in uris:
+        image = codecs.decode_image(storage.read_bytes(uri))
         scale = (megapixels * 1e6 / (image.shape[0] * image.shape[1])) ** 0.5
         images.append(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC))
     return images
@@ -41,27 +39,28 @@ def enlarged(paths: list[Path], megapixels: float) -> list[np.ndarray]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clean", required=True, type=Path, help="folder of clean photos")
+    parser.add_argument("--clean", required=True, help="folder of clean photos")
     parser.add_argument("--megapixels", default="1,5", help="sizes to enlarge to (MP)")
     parser.add_argument("--sigmas", default="0,3,5,15", help="Gaussian sigmas (0-255)")
     parser.add_argument("--tiles", default="4,9,36", help="crop counts to compare")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = sorted(p for p in args.clean.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    uris = list(storage.walk_images(args.clean))
     rng = np.random.default_rng(args.seed)
     print("| MP | sigma | crops | estimate / true: min | median | max | CPU ms per image |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mp in (float(v) for v in args.megapixels.split(",")):
-        photos = enlarged(paths, mp)
+        photos = enlarged(uris, mp)
         for sigma in (float(v) for v in args.sigmas.split(",")):
             noisy = [
                 np.clip(np.rint(p + rng.normal(0.0, sigma, p.shape)), 0, 255).astype(np.uint8)
                 for p in photos
             ]
             for tiles in (int(v) for v in args.tiles.split(",")):
-                noise_estimate.ESTIMATE_TILES = tiles
                 start = time.process_time()
-                estimates = np.array([noise_estimate.noise_sigma_255(n) for n in noisy])
+                estimates = 255.0 * np.array(
+                    [noise_estimate.estimate_sigma(n, tiles=tiles) for n in noisy]
+                )
                 ms = (time.process_time() - start) / len(noisy) * 1e3
                 ratio = estimates / sigma if sigma else estimates
                 print(

@@ -594,10 +594,10 @@ def ceiling(args) -> int:
             measure(f"split, {d} data CPU(s)", name, split, d)
     if "12 MP" in sizes:
         print("stand-in accelerator (--model identity:400: sleeps MP/400 s, no CPU), split:")
-    for d in data_cpu_counts if "12 MP" in sizes else ():
-        split = ["--model", "identity:400", "--pipeline", "split", "--data-cpus", str(d)]
-        split += ["--cpus-per-actor", "0", "--concurrency", "1"]
-        measure(f"split, {d} data CPU(s)", "12 MP", split, d)
+        for d in data_cpu_counts:
+            split = ["--model", "identity:400", "--pipeline", "split", "--data-cpus", str(d)]
+            split += ["--cpus-per-actor", "0", "--concurrency", "1"]
+            measure(f"split, {d} data CPU(s)", "12 MP", split, d)
     print("metrics: CPU s per MP of one comparison (a run with references makes two):")
     for name, cost in metric_cost((1024, 1024)).items():
         print(f"  {name:<16} {cost:.3f} CPU s/MP ({1 / cost:.1f} MP/s)")

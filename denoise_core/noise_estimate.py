@@ -219,12 +219,13 @@ def _unclipped_range(crops: list[np.ndarray]) -> tuple[tuple[float, ...], tuple[
     )
 
 
-def estimate_sigma(image: np.ndarray) -> float:
+def estimate_sigma(image: np.ndarray, tiles: int = ESTIMATE_TILES) -> float:
     """Noise standard deviation on the [0, 1] scale of an HxW or HxWxC image (integer
     images scaled by their dtype's maximum, floats clipped to [0, 1]; alpha, the 4th
     channel, ignored), measured in the image's weakest-texture blocks (the module
-    docstring says how, and how well). Images over 0.26 MP are sampled (4 crops); under 8x8
-    pixels it is :func:`wavelet_mad_sigma` (0 under 2x2)."""
+    docstring says how, and how well). Images over ``tiles`` crops' pixels (4: 0.26 MP) are
+    sampled in ``tiles`` crops; under 8x8 pixels it is :func:`wavelet_mad_sigma` (0 under
+    2x2)."""
     image = _colour_planes(image)
     if min(image.shape[:2]) < 8:
         return wavelet_mad_sigma(image)
@@ -232,7 +233,7 @@ def estimate_sigma(image: np.ndarray) -> float:
         scale = 1.0 / np.iinfo(image.dtype).max
     else:
         image, scale = _float01(image).astype(np.float32, copy=False), 1.0
-    crops = sample_crops(image, tiles=ESTIMATE_TILES)
+    crops = sample_crops(image, tiles=tiles)
     sigma, usable_share = _weak_texture_sigma(crops)
     if usable_share < MOSTLY_CLIPPED and len(crops) > 1:
         # Few unclipped blocks in the crops (retina's black surround at sigma 50 read

@@ -219,28 +219,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------
 
 
-def _default_concurrency(s: bulk.RunSettings, pipeline: str) -> int:
-    """Model actors: one per GPU share; on CPUs one per node (the model's own threads
-    use the node's cores), except the fused null model, whose per-image work is
-    single-threaded: one per CPU (2-core AMD EPYC, 12 MP JPEGs: 70 against 50 MP/s)."""
+def _concurrency(s: bulk.RunSettings, pipeline: str, blocks: int | None) -> int:
+    """Model actors: ``--concurrency``, else one per GPU share; on CPUs one per node (the
+    model's own threads use the node's cores), except the fused null model, whose
+    per-image work is single-threaded: one per CPU (2-core AMD EPYC, 12 MP JPEGs: 70
+    against 50 MP/s). A default is never more than the blocks of work (``blocks``,
+    where known): an idle actor costs its start-up, and Ray Data warns about a pool it
+    cannot fill."""
     import ray
 
+    if s.concurrency:
+        return s.concurrency
     if s.gpus > 0:
         total = ray.cluster_resources().get("GPU", 0)
-        return max(1, int(total // s.gpus))
-    if s.model == bulk.IDENTITY_MODEL and pipeline == "fused" and s.cpus_per_actor > 0:
-        return max(1, int(ray.cluster_resources().get("CPU", 1) // s.cpus_per_actor))
-    return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+        actors = int(total // s.gpus)
+    elif s.model == bulk.IDENTITY_MODEL and pipeline == "fused" and s.cpus_per_actor > 0:
+        actors = int(ray.cluster_resources().get("CPU", 1) // s.cpus_per_actor)
+    else:
+        actors = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return max(1, min(actors, blocks or actors))
 
 
-def _data_cpus(s: bulk.RunSettings, concurrency: int) -> int:
-    """Split path: the cluster's CPUs that the model actors leave, at least one."""
+def _data_cpus(s: bulk.RunSettings, concurrency: int, blocks: int | None) -> int:
+    """Split path: ``--data-cpus``, else the cluster's CPUs that the model actors leave,
+    at least one and at most the blocks of work (``blocks``, where known)."""
     import ray
 
     if s.data_cpus:
         return s.data_cpus
     total = ray.cluster_resources().get("CPU", 1)
-    return max(1, int(total - concurrency * s.cpus_per_actor))
+    cpus = int(total - concurrency * s.cpus_per_actor)
+    return max(1, min(cpus, blocks or cpus))
 
 
 def _work_dataset(prepared: runner.Prepared, *, fused: bool) -> tuple[Any, int | None]:
@@ -288,11 +297,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
     init_ray(s.address)
     pipeline, why = bulk.choose_pipeline(s)
     ds, blocks = _work_dataset(prepared, fused=pipeline == "fused")
-    concurrency = s.concurrency or _default_concurrency(s, pipeline)
-    if not s.concurrency and blocks is not None:
-        # No more actors than blocks: an idle actor costs its start-up, and Ray Data
-        # warns about the pool it cannot fill.
-        concurrency = min(concurrency, blocks)
+    concurrency = _concurrency(s, pipeline, blocks)
     model_actors = {
         "batch_size": s.batch_size,
         "compute": ray.data.ActorPoolStrategy(size=concurrency),
@@ -312,9 +317,7 @@ def execute(prepared: runner.Prepared) -> runner.Execution:
     # finish alternate per image: each worker reserves half a CPU, so both pools
     # reserve --data-cpus CPUs together, and one CPU runs one of each. Fixed-size
     # pools: all workers start with the run, not while it streams.
-    data_cpus = _data_cpus(s, concurrency)
-    if not s.data_cpus and blocks is not None:
-        data_cpus = min(data_cpus, blocks)
+    data_cpus = _data_cpus(s, concurrency, blocks)
     data_workers = {
         "batch_size": 1,
         "compute": ray.data.ActorPoolStrategy(size=data_cpus),
