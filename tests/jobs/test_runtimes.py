@@ -2,7 +2,9 @@
 
 - Each runtime's output on odd-sized images stays within 1e-2 max abs difference of
   TensorFlow fp32 (tiny model, several blended tiles; the packaged model on a real SIDD
-  crop and a Kodak crop at sigma 25) and within 0.02 dB PSNR.
+  crop and a Kodak crop at sigma 25) and within 0.02 dB PSNR of TensorFlow at the same
+  precision. bf16 itself costs PSNR (unet-v11 on the 131 x 197 SIDD crop: 0.045 dB in
+  TensorFlow, 0.031 in OpenVINO), so bf16 is held to 0.1 dB of fp32 on one crop.
 - The x2/x4/x8 ensemble is exact: on a model that is not rotation invariant (one
   asymmetric 3x3 filter) it equals that filter averaged over the symmetries.
 - Threads follow the actor's CPUs (``OMP_NUM_THREADS``, as Ray sets it); conversions
@@ -87,13 +89,16 @@ def test_packaged_model_quality_unchanged_by_the_runtime(runtime, precision):
     if precision == "bf16" and not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX)")
     model = models.load_model(weights.default_model_path())
-    ref = Denoiser(model, tile=128, overlap=32, precision="fp32")
+    fp32 = Denoiser(model, tile=128, overlap=32, precision="fp32")
+    same = Denoiser(model, tile=128, overlap=32, precision=precision)  # TensorFlow
     den = Denoiser(model, tile=128, overlap=32, runtime=runtime, precision=precision)
     for noisy, clean in _real_crops():
-        a, b = ref(noisy), den(noisy)
+        a, b = same(noisy), den(noisy)
         assert abs(metrics.psnr(b, clean) - metrics.psnr(a, clean)) <= 0.02
         if precision == "fp32":
             assert np.abs(a - b).max() <= 1e-2
+        else:  # bf16 itself has a cost; bounded, and reported per set by bench_runtimes
+            assert abs(metrics.psnr(b, clean) - metrics.psnr(fp32(noisy), clean)) <= 0.1
 
 
 # --- the self-ensemble -------------------------------------------------------------------
