@@ -117,6 +117,8 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     init_from: str | None = None
     grow: bool = False
+    teacher: str | None = None  # distil from this model (a .keras URI)
+    teacher_weight: float = 0.5  # share of the loss against the teacher's output
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float | None = None
@@ -153,6 +155,8 @@ class TrainConfig:
                 raise ConfigError(name, f"must be one of {', '.join(allowed)}")
         if not self.data:
             raise ConfigError("data", "needs at least one data set")
+        if not 0.0 < self.teacher_weight <= 1.0:
+            raise ConfigError("teacher_weight", f"must be in (0, 1], got {self.teacher_weight:g}")
         if self.grow and not self.init_from:
             raise ConfigError("grow", "needs --init-from (the trained model to grow)")
         if self.batch_size % self.workers:

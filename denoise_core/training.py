@@ -92,17 +92,44 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def make_train_step(strategy, model, optimizer, loss_name: str, global_batch: int) -> Callable:
-    """A compiled distributed step: (noisy, clean) local batches -> global mean loss."""
+def make_train_step(
+    strategy,
+    model,
+    optimizer,
+    loss_name: str,
+    global_batch: int,
+    teacher=None,
+    teacher_weight: float = 0.0,
+) -> Callable:
+    """A compiled distributed step: (noisy, clean) local batches -> global mean loss.
+
+    With a ``teacher`` (distillation), each example's loss is
+    ``(1 - w) * loss(clean, pred) + w * loss(teacher(noisy), pred)``, ``w =
+    teacher_weight``: the teacher's output, a smoother target than the clean image,
+    steadies a small student's gradients. The teacher runs in inference mode and
+    gets no gradient.
+    """
     import tensorflow as tf
 
     loss_fn = per_example_loss(loss_name)
     scaled = hasattr(optimizer, "scale_loss") and getattr(optimizer, "dynamic", False)
+    if teacher is not None and not 0.0 <= teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight:g}")
+
+    def example_losses(noisy, clean, pred):
+        if teacher is None:
+            return loss_fn(clean, pred)
+        target = tf.stop_gradient(tf.cast(teacher(noisy, training=False), tf.float32))
+        return (1.0 - teacher_weight) * loss_fn(clean, pred) + teacher_weight * loss_fn(
+            target, pred
+        )
 
     def replica_step(noisy, clean):
         with tf.GradientTape() as tape:
             pred = tf.cast(model(noisy, training=True), tf.float32)
-            loss = tf.nn.compute_average_loss(loss_fn(clean, pred), global_batch_size=global_batch)
+            loss = tf.nn.compute_average_loss(
+                example_losses(noisy, clean, pred), global_batch_size=global_batch
+            )
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss

@@ -74,6 +74,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="warm start from a .keras model (any URI) or a packaged tier (default, fast)",
     )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        metavar="MODEL",
+        help="distil from this model (a .keras URI or a packaged tier: default, fast): "
+        "each patch's loss mixes the clean target with the teacher's output (a small "
+        "student's usual recipe); the teacher runs on every batch, so steps cost more",
+    )
+    p.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="with --teacher: the loss is (1 - W) * loss(clean) + W * loss(teacher output), "
+        "W in (0, 1] (default %(default)s)",
+    )
     p.add_argument("--workers", type=int, default=1, help="data-parallel training workers")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument(
@@ -212,6 +228,19 @@ def _build_model(cfg: TrainConfig):
     return models.build_model(cfg.model, **cfg.model_args)
 
 
+def _load_teacher(cfg: TrainConfig):
+    """The frozen teacher for distillation (None without --teacher), computing in the
+    run's precision like the student."""
+    if not cfg.teacher:
+        return None
+    from denoise_core import models
+    from denoise_core.inference import load_model_any
+
+    teacher = models.with_precision(load_model_any(cfg.teacher), cfg.precision)
+    teacher.trainable = False
+    return teacher
+
+
 def _say(message: str) -> None:
     """Print a line from a train worker once.
 
@@ -280,7 +309,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             step, best = state["step"], state.get("best", {})
             if rank == 0:
                 _say(f"resumed at step {step} from checkpoint")
-    train_step = training.make_train_step(strategy, model, optimizer, cfg.loss, global_batch)
+        teacher = _load_teacher(cfg)
+    train_step = training.make_train_step(
+        strategy, model, optimizer, cfg.loss, global_batch, teacher, cfg.teacher_weight
+    )
 
     val_pairs, tb_local, writer, denoiser = [], None, None, None
     if rank == 0:
@@ -435,7 +467,16 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
         storage=storage.absolute(cfg.storage),
         val_data=storage.absolute(cfg.val_data),
         init_from=storage.absolute(cfg.init_from) if cfg.init_from else None,
+        teacher=storage.absolute(cfg.teacher) if cfg.teacher else None,
     )
+
+
+def _missing_model_file(cfg: TrainConfig) -> str | None:
+    """Why --init-from or --teacher cannot load, said before Ray starts (else None)."""
+    for flag, uri in (("--init-from", cfg.init_from), ("--teacher", cfg.teacher)):
+        if uri and not storage.exists(uri):
+            return f"{flag}: no model file at {uri}"
+    return None
 
 
 def resolve_datasets(cfg: TrainConfig) -> tuple[dict[str, dict], str | None]:
@@ -466,6 +507,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     try:
         args.init_from = weights.resolve_model(args.init_from)  # default|fast: a packaged tier
+        args.teacher = weights.resolve_model(args.teacher)
     except weights.NoPackagedModel as exc:
         return fail(str(exc))
     try:
@@ -473,8 +515,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(exc.flag_message)
     message = preflight.check_remote_reachable(
-        [*cfg.data_uris, cfg.storage, cfg.val_data, cfg.init_from]
-    )
+        [*cfg.data_uris, cfg.storage, cfg.val_data, cfg.init_from, cfg.teacher]
+    ) or _missing_model_file(cfg)
     if message:
         return fail(message)
     manifests, message = resolve_datasets(cfg)
@@ -536,10 +578,12 @@ def run(args: argparse.Namespace) -> int:
         ),
         datasets={"train": ds},
     )
+    distil = f", distilling from {cfg.teacher} (weight {cfg.teacher_weight:g})"
     print(
         f"train: {cfg.init_from or cfg.model} on {', '.join(cfg.data_uris)}, "
         f"{cfg.workers} worker(s) × {cpus:g} CPU, "
         f"{steps} steps{f' or {cfg.minutes:g} min' if cfg.minutes else ''}"
+        f"{distil if cfg.teacher else ''}"
         f"{', resuming from ' + resume_from if resume_from else ''}",
         flush=True,
     )

@@ -106,6 +106,9 @@ TRAIN_REFUSALS = [
     (["--lr", "inf"], "--lr must be a positive finite number"),
     (["--warmup-steps", "-1"], "--warmup-steps must not be negative"),
     (["--gpus-per-worker", "-0.5"], "--gpus-per-worker must not be negative"),
+    (["--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
+    (["--teacher-weight", "1.5"], "--teacher-weight must be in (0, 1]"),
+    (["--teacher-weight", "nan"], "--teacher-weight must be in (0, 1]"),
 ]
 
 
@@ -141,6 +144,16 @@ def test_train_resume_if_any_starts_a_new_run(tmp_path):
     data = fake_dataset(tmp_path / "data")
     with pytest.raises(RayStarted):  # got past every check, to the point Ray starts
         train_job.main(["--data", data, "--storage", str(tmp_path / "run"), "--resume-if-any"])
+
+
+@pytest.mark.parametrize("flag", ["--init-from", "--teacher"])
+def test_train_refuses_a_missing_model_file_before_ray(tmp_path, capsys, flag):
+    data = fake_dataset(tmp_path / "data")
+    missing = tmp_path / "nowhere" / "model.keras"
+    run = tmp_path / "run"
+    assert train_job.main(["--data", data, "--storage", str(run), flag, str(missing)]) == 2
+    assert f"{flag}: no model file at {missing}" in one_error_line(capsys)
+    assert not run.exists()
 
 
 def test_train_resume_and_resume_if_any_exclude_each_other(tmp_path):

@@ -396,6 +396,28 @@ def test_bf16_warm_start_trains_and_validates_the_live_model_and_exports_float32
     assert again["val_psnr"] == pytest.approx(best["val_psnr"], abs=0.1)
 
 
+def test_distilling_from_itself_at_weight_one_is_a_zero_loss_step(datasets, tmp_path, capsys):
+    """--teacher reaches the workers' step: a student that starts as its own teacher has
+    zero loss at --teacher-weight 1 and no gradient, so one step leaves it unchanged
+    (without the teacher the same step moves it: see the two-worker test)."""
+    init = str(tmp_path / "init.keras")
+    models.build_model("unet", **TINY_UNET).save(init)
+    run = str(tmp_path / "run")
+    code = train(
+        datasets["local"], run, "--init-from", init, "--teacher", init, "--teacher-weight", 1,
+        "--batch-size", 4, "--steps", 1, "--val-every", 1, "--schedule", "constant",
+    )  # fmt: skip
+    assert code == 0
+    assert f"distilling from {init} (weight 1)" in capsys.readouterr().out
+    ckpt = checkpoints(run)[1][1]
+    assert read_json(storage.join(ckpt, STATE_FILE))["loss"] == 0.0
+    start = models.load_model(init).get_weights()
+    for got, want in zip(load_keras(storage.join(ckpt, MODEL_FILE)).get_weights(), start):
+        np.testing.assert_array_equal(got, want)
+    card = read_json(storage.join(run, "model", "model_card.json"))
+    assert card["training"]["teacher"] == init and card["training"]["teacher_weight"] == 1.0
+
+
 @pytest.mark.parametrize(
     "name, model_args",
     [
