@@ -92,6 +92,12 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+def distillation_mix(clean_loss, teacher_loss, teacher_weight: float):
+    """The distillation loss of both trainers: ``(1 - w) * clean + w * teacher``
+    (tensors or arrays of any backend)."""
+    return (1.0 - teacher_weight) * clean_loss + teacher_weight * teacher_loss
+
+
 def make_train_step(
     strategy,
     model,
@@ -120,9 +126,7 @@ def make_train_step(
         if teacher is None:
             return loss_fn(clean, pred)
         target = tf.stop_gradient(tf.cast(teacher(noisy, training=False), tf.float32))
-        return (1.0 - teacher_weight) * loss_fn(clean, pred) + teacher_weight * loss_fn(
-            target, pred
-        )
+        return distillation_mix(loss_fn(clean, pred), loss_fn(target, pred), teacher_weight)
 
     def replica_step(noisy, clean):
         with tf.GradientTape() as tape:

@@ -459,6 +459,33 @@ def build(args) -> keras.Model:
     return models.with_precision(source, args.precision)
 
 
+def load_teacher(path: str | None, precision: str) -> keras.Model | None:
+    """The frozen distillation teacher (None without --teacher), in the run's precision."""
+    if not path:
+        return None
+    teacher = models.with_precision(models.load_model(path), precision)
+    teacher.trainable = False
+    return teacher
+
+
+def make_loss_fn(model: keras.Model, teacher: keras.Model | None = None, teacher_weight=0.0):
+    """``(tv, ntv, noisy, clean, teacher_vars) -> (loss, ntv)``: L1 against the clean
+    target, mixed as ``denoise train --teacher`` mixes it with the teacher's output
+    (``teacher_vars`` = the teacher's (trainable, non-trainable) values, or ``((), ())``)."""
+
+    def loss_fn(tv, ntv, noisy, clean, teacher_vars):
+        pred, ntv = model.stateless_call(tv, ntv, noisy, training=True)
+        pred = pred.astype(jnp.float32)
+        loss = jnp.mean(jnp.abs(pred - clean))
+        if teacher is not None:
+            target = teacher.stateless_call(*teacher_vars, noisy, training=False)[0]
+            target = jax.lax.stop_gradient(target.astype(jnp.float32))
+            loss = training.distillation_mix(loss, jnp.mean(jnp.abs(pred - target)), teacher_weight)
+        return loss, ntv
+
+    return loss_fn
+
+
 def noisy_psnr(val: list) -> float:
     """Mean PSNR of the noisy validation inputs (the floor the model's figure is read against)."""
     return float(np.mean([metrics.psnr(n, c) for n, c in val])) if val else float("nan")
@@ -468,6 +495,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help=".keras model to warm-start from")
     p.add_argument(
         "--model-args", help="JSON unet arguments: build this and grow --init-from into it"
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="distil from this .keras model or packaged tier (default, fast), as denoise train",
+    )
+    p.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="with --teacher: loss = (1 - W) * L1(clean) + W * L1(teacher output), W in (0, 1]",
     )
     p.add_argument("--clean", required=True, help="folder of clean training images")
     p.add_argument("--pairs", help="folder of noisy/clean pairs (any layout ingest calls pairs)")
@@ -510,10 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.patch % 2 or args.batch < 1 or not 0 <= args.pairs_share < 1 or args.keep < 1:
         p.error("--patch must be even (whole Bayer cells), --batch and --keep positive, "
                 "--pairs-share in [0, 1)")  # fmt: skip
+    if not 0.0 < args.teacher_weight <= 1.0:
+        p.error(f"--teacher-weight must be in (0, 1], got {args.teacher_weight:g}")
     try:
         args.init_from = weights.resolve_model(args.init_from)  # default|fast: a packaged tier
+        args.teacher = weights.resolve_model(args.teacher)
     except weights.NoPackagedModel as exc:
         p.error(str(exc))
+    for flag, path in (("--init-from", args.init_from), ("--teacher", args.teacher)):
+        if path and not storage.exists(path):
+            p.error(f"{flag}: no model file at {path}")
     start = time.time()
     run_uri = storage.absolute(args.out)
     if run_folder.checkpoint_states(run_uri):
@@ -560,14 +605,22 @@ def main(argv: list[str] | None = None) -> int:
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=args.lr)
     opt_state = tx.init(trainable)
 
-    def loss_fn(tv, ntv, noisy, clean):
-        pred, ntv = model.stateless_call(tv, ntv, noisy, training=True)
-        return jnp.mean(jnp.abs(pred.astype(jnp.float32) - clean)), ntv
+    teacher = load_teacher(args.teacher, args.precision)
+    teacher_vars = (
+        ([v.value for v in teacher.trainable_variables],
+         [v.value for v in teacher.non_trainable_variables])
+        if teacher is not None else ((), ())
+    )  # fmt: skip
+    if teacher is not None:
+        print(f"teacher: {args.teacher} (weight {args.teacher_weight:g})", flush=True)
+    loss_fn = make_loss_fn(model, teacher, args.teacher_weight)
 
     @jax.jit
-    def train_step(tv, ntv, opt_state, key, lr, host_noisy, host_clean):
+    def train_step(tv, ntv, opt_state, key, lr, host_noisy, host_clean, teacher_vars):
         noisy, clean = make_batch(key, host_noisy, host_clean)
-        (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, noisy, clean)
+        (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            tv, ntv, noisy, clean, teacher_vars
+        )
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = tx.update(grads, opt_state, tv)
         return optax.apply_updates(tv, updates), ntv, opt_state, loss
@@ -614,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     key, sub = jax.random.split(key)
     trainable, non_trainable, opt_state, loss = train_step(
-        trainable, non_trainable, opt_state, sub, jnp.float32(0.0), *host_rows()
+        trainable, non_trainable, opt_state, sub, jnp.float32(0.0), *host_rows(), teacher_vars
     )
     loss.block_until_ready()
     v0 = validate(trainable, non_trainable)
@@ -645,8 +698,9 @@ def main(argv: list[str] | None = None) -> int:
             key, sub = jax.random.split(key)
             lr = training.cosine_lr(frac, 1.0, args.lr, args.warmup)
             trainable, non_trainable, opt_state, loss = train_step(
-                trainable, non_trainable, opt_state, sub, jnp.float32(lr), *host_rows()
-            )
+                trainable, non_trainable, opt_state, sub, jnp.float32(lr), *host_rows(),
+                teacher_vars,
+            )  # fmt: skip
             step += 1
             if step % 50 == 0:
                 losses.append(float(loss))
@@ -709,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
             "noise_on_device": [f"{s}x{n}" for s, n in device_specs],
             "noise_on_host": {"spec": host_noise, "rows": n_host},
             "init_from": args.init_from,
+            "teacher": args.teacher,
+            "teacher_weight": args.teacher_weight if args.teacher else None,
             "model_args": args.model_args,
             "backend": "jax " + jax.__version__,
             "keras": keras.__version__,

@@ -159,9 +159,35 @@ def test_trainer_imports_neither_ray_nor_tensorflow():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_distillation_loss_mixes_the_clean_and_teacher_targets():
+    """The JAX step's loss is denoise train's: (1 - w) L1(clean) + w L1(teacher output)."""
+    import keras
+
+    from denoise_core import models
+
+    keras.utils.set_random_seed(0)
+    student = models.build_model("unet", widths=(4, 8), blocks_per_level=1)
+    keras.utils.set_random_seed(1)
+    teacher = models.build_model("unet", widths=(4, 8), blocks_per_level=1)
+    rng = np.random.default_rng(0)
+    clean = rng.random((2, 16, 16, 3), dtype=np.float32)
+    noisy = clean + np.float32(0.2) * rng.standard_normal(clean.shape).astype(np.float32)
+    values = [[v.value for v in m.trainable_variables] for m in (student, teacher)]
+    fixed = [[v.value for v in m.non_trainable_variables] for m in (student, teacher)]
+    pred, target = np.asarray(student(noisy)), np.asarray(teacher(noisy))
+    weight = 0.25
+    expected = (1 - weight) * np.abs(pred - clean).mean() + weight * np.abs(pred - target).mean()
+    loss_fn = jt.make_loss_fn(student, teacher, weight)
+    loss, _ = loss_fn(values[0], fixed[0], noisy, clean, (values[1], fixed[1]))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    plain, _ = jt.make_loss_fn(student)(values[0], fixed[0], noisy, clean, ((), ()))
+    assert float(plain) == pytest.approx(float(np.abs(pred - clean).mean()), rel=1e-5)
+
+
 def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     from PIL import Image
 
+    from denoise_core import models
     from jobs import promote
 
     for folder, n in (("clean", 3), ("val", 1)):
@@ -174,6 +200,9 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     args += ["--clean", str(tmp_path / "clean"), "--val", str(tmp_path / "val")]
     args += ["--minutes", "0.05", "--batch", "6", "--patch", "16", "--out", str(out)]
     args += ["--host-workers", "1"]  # the default mix: isp:jpeg and mix come from the host
+    teacher = tmp_path / "teacher.keras"
+    models.build_model("unet", widths=(4, 8)).save(teacher)
+    args += ["--teacher", str(teacher), "--teacher-weight", "0.3"]
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     proc = subprocess.run(
         [sys.executable, "-m", "jobs.train_jax", *args],
@@ -189,6 +218,8 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     assert (out / "model" / "model.keras").stat().st_size > 0
     assert card["command"].startswith("KERAS_BACKEND=jax python -m jobs.train_jax ")
     assert card["training"]["noise_on_host"]["rows"] == 2  # 6 rows over 6 specs: 2 need JPEG
+    assert card["training"]["teacher"] == str(teacher)
+    assert card["training"]["teacher_weight"] == 0.3
     states = run_folder.checkpoint_states(str(out))
     assert states and all("/jax/attempt-001/checkpoint_" in uri for uri, _ in states)
 

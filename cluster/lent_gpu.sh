@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One prepared training run on a lent GPU machine (JAX, no TensorFlow, no Ray, nothing
+# to fetch there): prepare the data and wheels here, then run the same script there.
+#
+#   cluster/lent_gpu.sh prepare [SHARED_DATA] [POLYU_INGESTED]
+#       here, in the repo root: fills .gpu/ (ignored through .git/info/exclude):
+#       .gpu/clean   CBSD432 (clean training photos, as shipped: JPEG)
+#       .gpu/pairs   PolyU pairs of the ingested set's TRAIN split only (the original
+#                    JPEGs), so the 23 held-out pairs the benchmark uses stay unseen
+#       .gpu/val     the first 6 Kodak24 images (validation, as denoise train's)
+#       .gpu/whl     the wheels the device image lacks (keras, namex, optree,
+#                    pillow-heif, fpng) for its Python 3.12
+#   cluster/lent_gpu.sh train TIER MINUTES [jobs.train_jax options ...]
+#       there (device `run`, carry [".gpu"]): TIER is default (warm start of the
+#       packaged U-Net) or fast (the fast tier, distilled from the default);
+#       writes $OUT/TIER/{model.keras,model_card.json,log.jsonl}; `denoise promote`
+#       takes the run folder once the files are copied back under one.
+#   cluster/lent_gpu.sh smoke
+#       here: the train step of both tiers for a few seconds on the CPU with JAX
+#       (pip install -e '.[jax]'), from .gpu/, to catch a broken command before
+#       spending device minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Here the project's venv (denoise_core, pyarrow); there the image's python3 (JAX).
+PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
+KERAS_VERSION=$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("keras"))' 2>/dev/null || echo 3.15.1)
+DEVICE_WHEELS=("keras==$KERAS_VERSION" namex optree "pillow-heif>=1.8,<2" "fpng>=0.1")
+
+prepare() {
+    local shared=${1:-../shared/data} polyu=${2:-runs/data/polyu}
+    [[ -d $shared/train/CBSD432 ]] || { echo "error: no $shared/train/CBSD432" >&2; exit 2; }
+    [[ -f $polyu/_manifest.json ]] || {
+        echo "error: $polyu is not an ingested set; run: denoise ingest $shared/real/PolyU $polyu --val-fraction 0.2 --seed 0" >&2
+        exit 2
+    }
+    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+    rm -rf .gpu && mkdir -p .gpu/clean .gpu/pairs .gpu/val .gpu/whl
+    cp "$shared"/train/CBSD432/* .gpu/clean/
+    PYTHONPATH=$PWD "$PYTHON" - "$polyu" "$shared/real/PolyU" .gpu/pairs <<'EOF'
+import shutil, sys
+import pyarrow.parquet as pq
+from denoise_core import manifest
+polyu, source, out = sys.argv[1:]
+keys = [k for f in manifest.split_files(polyu, "train") for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]
+for key in keys:  # PolyU's *_real.JPG; its ground truth is *_mean.JPG
+    shutil.copy(f"{source}/{key}", out)
+    shutil.copy(f"{source}/{key.replace('_real', '_mean')}", out)
+print(f"{len(keys)} PolyU train pairs")
+EOF
+    ls "$shared"/val/Kodak24/* | sort | head -6 | xargs -I{} cp {} .gpu/val/
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .gpu/whl "${DEVICE_WHEELS[@]}"
+    du -sh .gpu .gpu/*
+}
+
+train_args() {  # TIER -> the jobs.train_jax options of that tier's recipe
+    case $1 in
+    default) echo "--init-from default --batch 128 --lr 2e-4" ;;
+    fast) echo "--init-from fast --teacher default --teacher-weight 0.5 --batch 128 --lr 5e-4" ;;
+    *) echo "error: TIER must be default or fast, got '$1'" >&2; exit 2 ;;
+    esac
+}
+
+train() {
+    local tier=${1:?TIER} minutes=${2:?MINUTES}
+    shift 2
+    local args
+    args=$(train_args "$tier")
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .gpu/whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+    local run=/tmp/lent-gpu-$tier
+    rm -rf "$run"
+    # shellcheck disable=SC2086  # the recipe's options are words
+    "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
+        --minutes "$minutes" --out "$run" "$@"
+    mkdir -p "${OUT:?OUT is where the device returns files}/$tier"
+    cp "$run"/model/model.keras "$run"/model/model_card.json "$run"/log.jsonl "$OUT/$tier/"
+}
+
+smoke() {
+    export KERAS_BACKEND=jax PYTHONPATH=$PWD
+    for tier in default fast; do
+        local args
+        args=$(train_args "$tier")
+        # shellcheck disable=SC2086
+        "$PYTHON" -m jobs.train_jax $args --batch 4 --patch 32 --clean .gpu/clean --pairs .gpu/pairs \
+            --val .gpu/val --minutes 0.05 --host-workers 1 --out "$(mktemp -d)/run"
+    done
+}
+
+case ${1:-} in
+prepare) shift; prepare "$@" ;;
+train) shift; train "$@" ;;
+smoke) smoke ;;
+*) sed -n '2,24p' "$0"; exit 2 ;;
+esac
