@@ -222,7 +222,28 @@ def filter_forwarded_logs() -> bool:
     filtered._denoise_filtered = True  # type: ignore[attr-defined]
     dispatcher.remove_handler(_RAY_PRINT_HANDLER)
     dispatcher.add_handler(_RAY_PRINT_HANDLER, filtered)
+    _filter_error_messages()
     return True
+
+
+def _filter_error_messages() -> None:
+    """The raylet's warnings (its worker-pool one among them) reach the driver as GCS
+    error messages, which Ray's listener thread prints with
+    ``ray._private.worker.print_to_stdstream``, looked up at each call, past the
+    dispatcher: that name is wrapped with the same filter."""
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_denoise_filtered", False):
+        return
+
+    def filtered(data: dict, ignore_prefix: bool) -> None:
+        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    filtered._denoise_filtered = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = filtered
 
 
 @contextmanager

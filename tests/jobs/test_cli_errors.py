@@ -382,9 +382,10 @@ def test_native_stderr_filter_drops_noise_and_keeps_the_rest(capfd):
 
 
 def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session, capsys):
-    """A Ray task writes Ray-internal lines and its own line to stderr; the driver (the
-    test session's real Ray, its forwarding filtered as ``init_ray`` does) prints only
-    its own."""
+    """A Ray task writes Ray-internal lines and its own line to stderr, and the raylet's
+    worker-pool warning arrives as a GCS error message (as it did in every training
+    log); the driver (the test session's real Ray, filtered as ``init_ray`` does)
+    prints only our own lines."""
     import ray
 
     noise = [
@@ -411,6 +412,21 @@ def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session,
         err += capsys.readouterr().err
     assert own in err
     assert "core_worker.cc" not in err and "PYTHON worker processes" not in err, err
+
+    # The raylet's own warnings travel as GCS error messages to every driver (another
+    # path to the terminal, its own thread): published the way the raylet does.
+    from ray._private.utils import publish_error_to_driver
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    for line in (noise[1], own):
+        publish_error_to_driver("worker_pool_large", line, gcs)
+    out = ""
+    deadline = time.time() + 20
+    while own not in out and time.time() < deadline:
+        time.sleep(0.2)
+        out += capsys.readouterr().out
+    assert own in out
+    assert "PYTHON worker processes" not in out, out
 
 
 _NATIVE_WRITER = """
