@@ -48,7 +48,8 @@ for key in keys:  # PolyU's *_real.JPG; its ground truth is *_mean.JPG
     shutil.copy(f"{source}/{key.replace('_real', '_mean')}", out)
 print(f"{len(keys)} PolyU train pairs")
 EOF
-    ls "$shared"/val/Kodak24/* | sort | head -6 | xargs -I{} cp {} .gpu/val/
+    local val=("$shared"/val/Kodak24/*)  # globs expand sorted
+    cp "${val[@]:0:6}" .gpu/val/
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .gpu/whl "${DEVICE_WHEELS[@]}"

