@@ -36,6 +36,18 @@ class ModelFileInfo:
     output_channels: int | None
 
 
+def missing_model_file(uris: dict[str, str | None]) -> str | None:
+    """``{flag: uri}`` -> the one-line refusal for the first named model file that does
+    not exist (``"--teacher: no model file at URI"``), or None; said before training
+    starts rather than by a worker minutes later."""
+    from . import storage
+
+    for flag, uri in uris.items():
+        if uri and not storage.exists(uri):
+            return f"{flag}: no model file at {uri}"
+    return None
+
+
 def read_config(fh: IO[bytes]) -> dict[str, Any]:
     """``config.json`` of an open ``.keras`` file (a zip archive)."""
     with zipfile.ZipFile(fh) as zf:

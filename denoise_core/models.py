@@ -296,6 +296,13 @@ FLOAT32_OUTPUT_LAYERS = frozenset({"residual", "clean", "noise"})
 PRECISION_POLICIES = precision_names.POLICIES
 
 
+def as_teacher(model: keras.Model, precision: str) -> keras.Model:
+    """``model`` as a distillation teacher: frozen, computing in the student's precision."""
+    teacher = with_precision(model, precision)
+    teacher.trainable = False
+    return teacher
+
+
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
     """The same model and weights computing in ``precision`` (fp32, bf16, fp16).
 

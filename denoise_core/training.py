@@ -119,8 +119,6 @@ def make_train_step(
 
     loss_fn = per_example_loss(loss_name)
     scaled = hasattr(optimizer, "scale_loss") and getattr(optimizer, "dynamic", False)
-    if teacher is not None and not 0.0 <= teacher_weight <= 1.0:
-        raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight:g}")
 
     def example_losses(noisy, clean, pred):
         if teacher is None:

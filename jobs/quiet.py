@@ -27,6 +27,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 VERBOSE_ENV = "DENOISE_VERBOSE"
 SETUP_HOOK = "jobs.quiet.setup_worker"
@@ -212,18 +213,23 @@ def filter_forwarded_logs() -> bool:
     printers = [h for name, h in handlers if name == _RAY_PRINT_HANDLER]
     if len(printers) != 1 or getattr(printers[0], "_denoise_filtered", False):
         return False
-    printer = printers[0]
-
-    def filtered(data: dict) -> None:
-        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
-        if lines:
-            printer({**data, "lines": lines})
-
-    filtered._denoise_filtered = True  # type: ignore[attr-defined]
     dispatcher.remove_handler(_RAY_PRINT_HANDLER)
-    dispatcher.add_handler(_RAY_PRINT_HANDLER, filtered)
+    dispatcher.add_handler(_RAY_PRINT_HANDLER, _without_noise(printers[0]))
     _filter_error_messages()
     return True
+
+
+def _without_noise(printer: Callable[..., None]) -> Callable[..., None]:
+    """``printer`` (called with Ray's ``{"lines": [...], ...}`` record) minus the
+    forwarded noise lines; a record left with none is not printed."""
+
+    def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
+        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
+        if lines:
+            printer({**data, "lines": lines}, *args, **kwargs)
+
+    filtered._denoise_filtered = True  # type: ignore[attr-defined]
+    return filtered
 
 
 def _filter_error_messages() -> None:
@@ -234,16 +240,8 @@ def _filter_error_messages() -> None:
     import ray._private.worker as ray_worker
 
     original = getattr(ray_worker, "print_to_stdstream", None)
-    if original is None or getattr(original, "_denoise_filtered", False):
-        return
-
-    def filtered(data: dict, ignore_prefix: bool) -> None:
-        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
-        if lines:
-            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
-
-    filtered._denoise_filtered = True  # type: ignore[attr-defined]
-    ray_worker.print_to_stdstream = filtered
+    if original is not None and not getattr(original, "_denoise_filtered", False):
+        ray_worker.print_to_stdstream = _without_noise(original)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Any
 
 import ray
 
-from denoise_core import manifest, run_folder, storage
+from denoise_core import manifest, model_file, run_folder, storage
 from denoise_core.noise import DEFAULT_TRAINING_NOISE
 from denoise_core.precision import PRECISIONS
 from denoise_core.run_folder import MODEL_DIR, MODEL_FILE, RAY_DIR, TB_DIR  # noqa: F401
@@ -236,9 +236,7 @@ def _load_teacher(cfg: TrainConfig):
     from denoise_core import models
     from denoise_core.inference import load_model_any
 
-    teacher = models.with_precision(load_model_any(cfg.teacher), cfg.precision)
-    teacher.trainable = False
-    return teacher
+    return models.as_teacher(load_model_any(cfg.teacher), cfg.precision)
 
 
 def _say(message: str) -> None:
@@ -471,14 +469,6 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def _missing_model_file(cfg: TrainConfig) -> str | None:
-    """Why --init-from or --teacher cannot load, said before Ray starts (else None)."""
-    for flag, uri in (("--init-from", cfg.init_from), ("--teacher", cfg.teacher)):
-        if uri and not storage.exists(uri):
-            return f"{flag}: no model file at {uri}"
-    return None
-
-
 def resolve_datasets(cfg: TrainConfig) -> tuple[dict[str, dict], str | None]:
     """The manifest of every ``--data`` set, or why the sets cannot train: each must be a
     folder ``denoise ingest`` finished (its ``_manifest.json``) with a train split, and
@@ -516,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(exc.flag_message)
     message = preflight.check_remote_reachable(
         [*cfg.data_uris, cfg.storage, cfg.val_data, cfg.init_from, cfg.teacher]
-    ) or _missing_model_file(cfg)
+    ) or model_file.missing_model_file({"--init-from": cfg.init_from, "--teacher": cfg.teacher})
     if message:
         return fail(message)
     manifests, message = resolve_datasets(cfg)
@@ -578,12 +568,14 @@ def run(args: argparse.Namespace) -> int:
         ),
         datasets={"train": ds},
     )
-    distil = f", distilling from {cfg.teacher} (weight {cfg.teacher_weight:g})"
+    distil = (
+        f", distilling from {cfg.teacher} (weight {cfg.teacher_weight:g})" if cfg.teacher else ""
+    )
     print(
         f"train: {cfg.init_from or cfg.model} on {', '.join(cfg.data_uris)}, "
         f"{cfg.workers} worker(s) × {cpus:g} CPU, "
         f"{steps} steps{f' or {cfg.minutes:g} min' if cfg.minutes else ''}"
-        f"{distil if cfg.teacher else ''}"
+        f"{distil}"
         f"{', resuming from ' + resume_from if resume_from else ''}",
         flush=True,
     )

@@ -66,6 +66,7 @@ from denoise_core import (  # noqa: E402
     isp,
     layouts,
     metrics,
+    model_file,
     models,
     noise,
     patches,
@@ -461,11 +462,7 @@ def build(args) -> keras.Model:
 
 def load_teacher(path: str | None, precision: str) -> keras.Model | None:
     """The frozen distillation teacher (None without --teacher), in the run's precision."""
-    if not path:
-        return None
-    teacher = models.with_precision(models.load_model(path), precision)
-    teacher.trainable = False
-    return teacher
+    return models.as_teacher(models.load_model(path), precision) if path else None
 
 
 def make_loss_fn(model: keras.Model, teacher: keras.Model | None = None, teacher_weight=0.0):
@@ -556,9 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         args.teacher = weights.resolve_model(args.teacher)
     except weights.NoPackagedModel as exc:
         p.error(str(exc))
-    for flag, path in (("--init-from", args.init_from), ("--teacher", args.teacher)):
-        if path and not storage.exists(path):
-            p.error(f"{flag}: no model file at {path}")
+    missing = model_file.missing_model_file(
+        {"--init-from": args.init_from, "--teacher": args.teacher}
+    )
+    if missing:
+        p.error(missing)
     start = time.time()
     run_uri = storage.absolute(args.out)
     if run_folder.checkpoint_states(run_uri):
