@@ -18,9 +18,12 @@ import numpy as np
 from . import precision as precision_names
 from .run_folder import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 
-LOSSES = ("mse", "l1", "charbonnier")
+LOSSES = ("mse", "l1", "charbonnier", "psnr")
 SCHEDULES = ("cosine", "step", "constant")
 CHARBONNIER_EPS = 1e-3
+# Floor of the "psnr" loss's MSE ([0, 1] pixels), as in NAFNet's PSNRLoss: keeps the
+# log finite on a patch the model already reproduces exactly.
+PSNR_LOSS_EPS = 1e-8
 COSINE_FLOOR = 0.01  # cosine decays to this share of the peak, and warm-up starts there
 
 
@@ -37,7 +40,13 @@ def per_example_loss(name: str) -> Callable:
     def charbonnier(clean, pred):
         return tf.reduce_mean(tf.sqrt(tf.square(pred - clean) + CHARBONNIER_EPS**2), axis=[1, 2, 3])
 
-    losses = {"mse": mse, "l1": l1, "charbonnier": charbonnier}
+    def psnr(clean, pred):
+        # -PSNR in dB (peak 1): each patch counts by its dB, as the benchmark averages
+        # them, so heavy-noise patches stop outweighing light ones (NAFNet's loss).
+        per_example = tf.reduce_mean(tf.square(pred - clean), axis=[1, 2, 3])
+        return (10.0 / math.log(10.0)) * tf.math.log(per_example + PSNR_LOSS_EPS)
+
+    losses = {"mse": mse, "l1": l1, "charbonnier": charbonnier, "psnr": psnr}
     if name not in losses:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return losses[name]

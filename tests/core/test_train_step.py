@@ -71,3 +71,18 @@ def test_a_student_equal_to_its_teacher_gets_no_gradient_at_weight_one():
     assert float(_step(student, teacher, 1.0)(noisy, clean)) == 0.0
     for w, w0 in zip(student.get_weights(), before, strict=True):
         np.testing.assert_array_equal(w, w0)
+
+
+def test_psnr_loss_is_each_examples_negative_psnr():
+    """The "psnr" loss ranks patches by dB, as the benchmark does: it equals minus
+    the metric's PSNR of each example, and a patch twice as far off costs 6 dB more
+    whatever its noise level."""
+    from denoise_core.metrics import psnr
+
+    noisy, clean = _batch()
+    per_example = training.per_example_loss("psnr")(clean, noisy).numpy()
+    expected = [-psnr(np.asarray(noisy[i]), np.asarray(clean[i])) for i in range(BATCH)]
+    np.testing.assert_allclose(per_example, expected, atol=1e-3)
+    doubled = clean + 2 * (noisy - clean)
+    gap = training.per_example_loss("psnr")(clean, doubled).numpy() - per_example
+    np.testing.assert_allclose(gap, 20 * np.log10(2), atol=1e-3)
