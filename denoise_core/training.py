@@ -28,23 +28,25 @@ COSINE_FLOOR = 0.01  # cosine decays to this share of the peak, and warm-up star
 
 
 def per_example_loss(name: str) -> Callable:
-    """A loss returning one value per example (mean over pixels and channels)."""
-    import tensorflow as tf
+    """A loss returning one value per example (mean over pixels and channels).
+
+    Written in ``keras.ops``, so the TensorFlow trainer and the JAX one
+    (``jobs.train_jax``) run the same formulas."""
+    from keras import ops
 
     def mse(clean, pred):
-        return tf.reduce_mean(tf.square(pred - clean), axis=[1, 2, 3])
+        return ops.mean(ops.square(pred - clean), axis=(1, 2, 3))
 
     def l1(clean, pred):
-        return tf.reduce_mean(tf.abs(pred - clean), axis=[1, 2, 3])
+        return ops.mean(ops.abs(pred - clean), axis=(1, 2, 3))
 
     def charbonnier(clean, pred):
-        return tf.reduce_mean(tf.sqrt(tf.square(pred - clean) + CHARBONNIER_EPS**2), axis=[1, 2, 3])
+        return ops.mean(ops.sqrt(ops.square(pred - clean) + CHARBONNIER_EPS**2), axis=(1, 2, 3))
 
     def psnr(clean, pred):
         # -PSNR in dB (peak 1): each patch counts by its dB, as the benchmark averages
         # them, so heavy-noise patches stop outweighing light ones (NAFNet's loss).
-        per_example = tf.reduce_mean(tf.square(pred - clean), axis=[1, 2, 3])
-        return (10.0 / math.log(10.0)) * tf.math.log(per_example + PSNR_LOSS_EPS)
+        return (10.0 / math.log(10.0)) * ops.log(mse(clean, pred) + PSNR_LOSS_EPS)
 
     losses = {"mse": mse, "l1": l1, "charbonnier": charbonnier, "psnr": psnr}
     if name not in losses:

@@ -124,7 +124,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="noise for clean-only rows; specs joined by ';' are mixed (see denoise_core.noise; "
         "default %(default)s: phone-camera noise, blind Gaussian and the simple camera model)",
     )
-    p.add_argument("--loss", choices=LOSSES, default="l1")
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="l1",
+        help="per-patch loss (psnr: -PSNR in dB, so every patch counts by its dB as the "
+        "benchmark averages them; default %(default)s)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     p.add_argument("--warmup-steps", type=int, default=100)

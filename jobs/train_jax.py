@@ -465,20 +465,28 @@ def load_teacher(path: str | None, precision: str) -> keras.Model | None:
     return models.as_teacher(models.load_model(path), precision) if path else None
 
 
-def make_loss_fn(model: keras.Model, teacher: keras.Model | None = None, teacher_weight=0.0):
-    """``(tv, ntv, noisy, clean, teacher_vars) -> (loss, ntv)``: L1 against the clean
-    target, mixed as ``denoise train --teacher`` mixes it with the teacher's output
-    (``teacher_vars`` = the teacher's (trainable, non-trainable) values, or ``((), ())``)."""
+def make_loss_fn(
+    model: keras.Model,
+    teacher: keras.Model | None = None,
+    teacher_weight=0.0,
+    loss: str = "l1",
+):
+    """``(tv, ntv, noisy, clean, teacher_vars) -> (loss, ntv)``: ``loss`` (one of
+    ``training.LOSSES``, the same per-example formulas as ``denoise train --loss``)
+    against the clean target, mixed as ``denoise train --teacher`` mixes it with the
+    teacher's output (``teacher_vars`` = the teacher's (trainable, non-trainable)
+    values, or ``((), ())``); the batch mean of the per-example values."""
+    per_example = training.per_example_loss(loss)
 
     def loss_fn(tv, ntv, noisy, clean, teacher_vars):
         pred, ntv = model.stateless_call(tv, ntv, noisy, training=True)
         pred = pred.astype(jnp.float32)
-        loss = jnp.mean(jnp.abs(pred - clean))
+        value = per_example(clean, pred)
         if teacher is not None:
             target = teacher.stateless_call(*teacher_vars, noisy, training=False)[0]
             target = jax.lax.stop_gradient(target.astype(jnp.float32))
-            loss = training.distillation_mix(loss, jnp.mean(jnp.abs(pred - target)), teacher_weight)
-        return loss, ntv
+            value = training.distillation_mix(value, per_example(target, pred), teacher_weight)
+        return jnp.mean(value), ntv
 
     return loss_fn
 
@@ -503,7 +511,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         metavar="W",
-        help="with --teacher: loss = (1 - W) * L1(clean) + W * L1(teacher output), W in (0, 1]",
+        help="with --teacher: loss = (1 - W) * L(clean) + W * L(teacher output), W in (0, 1]",
+    )
+    p.add_argument(
+        "--loss",
+        choices=training.LOSSES,
+        default="l1",
+        help="per-patch loss, as denoise train --loss (psnr: -PSNR in dB, each patch "
+        "weighted by its dB; default %(default)s)",
     )
     p.add_argument("--clean", required=True, help="folder of clean training images")
     p.add_argument("--pairs", help="folder of noisy/clean pairs (any layout ingest calls pairs)")
@@ -612,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     if teacher is not None:
         print(f"teacher: {args.teacher} (weight {args.teacher_weight:g})", flush=True)
-    loss_fn = make_loss_fn(model, teacher, args.teacher_weight)
+    loss_fn = make_loss_fn(model, teacher, args.teacher_weight, args.loss)
 
     @jax.jit
     def train_step(tv, ntv, opt_state, key, lr, host_noisy, host_clean, teacher_vars):
@@ -752,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch,
             "patch": args.patch,
             "lr": args.lr,
-            "loss": "l1",
+            "loss": args.loss,
             "schedule": "cosine over wall time",
             "warmup": args.warmup,
             "precision": args.precision,

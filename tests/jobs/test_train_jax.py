@@ -184,6 +184,25 @@ def test_distillation_loss_mixes_the_clean_and_teacher_targets():
     assert float(plain) == pytest.approx(float(np.abs(pred - clean).mean()), rel=1e-5)
 
 
+def test_psnr_loss_is_the_batch_mean_of_each_patchs_negative_psnr():
+    """--loss psnr in the JAX step is denoise train's: minus each patch's PSNR, averaged."""
+    import keras
+
+    from denoise_core import metrics, models
+
+    keras.utils.set_random_seed(0)
+    student = models.build_model("unet", widths=(4, 8), blocks_per_level=1)
+    rng = np.random.default_rng(0)
+    clean = rng.random((2, 16, 16, 3), dtype=np.float32)
+    noisy = clean + np.float32(0.1) * rng.standard_normal(clean.shape).astype(np.float32)
+    values = [v.value for v in student.trainable_variables]
+    fixed = [v.value for v in student.non_trainable_variables]
+    pred = np.asarray(student(noisy))
+    expected = -np.mean([metrics.psnr(pred[i], clean[i]) for i in range(2)])
+    loss, _ = jt.make_loss_fn(student, loss="psnr")(values, fixed, noisy, clean, ((), ()))
+    assert float(loss) == pytest.approx(float(expected), abs=1e-3)
+
+
 def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     from PIL import Image
 
