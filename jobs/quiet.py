@@ -178,8 +178,9 @@ _FORWARDED_NOISE = re.compile(
     rf"({_CONSTRUCTOR_ARGS}"
     # the raylet on 2-core machines, where Ray Data and Train start more workers
     r"|WARNING: \d+ PYTHON worker processes have been started on node"
-    # the GCS when a finished job's actors are cleaned up
-    r"|gcs_actor_\w+\.cc:\d+: Failed to kill actor .*Socket closed)"
+    # the GCS and core workers when a finished job's actors are cleaned up
+    r"|gcs_actor_\w+\.cc:\d+: Failed to kill actor .*Socket closed"
+    r"|core_worker\.cc:\d+: Mismatched ActorID: ignoring KillActor for previous actor)"
 )
 # The same warning from the driver's own core worker, a whole glog line (it may follow a
 # progress bar's unfinished line, so it is cut out, not the line around it).
@@ -190,6 +191,13 @@ _END_MARK = b"\0denoise: end of filtered stderr\0"
 # Where a glog line starts that has not ended yet: held until its newline.
 _NATIVE_LINE_START = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EWI] \d+ \d+\] ")
 _RAY_PRINT_HANDLER = "ray_print_logs"  # ray._private.worker's name for its printer
+# A traceback Ray Data's file listing prints when its iteration is stopped early (its
+# completion-signaler thread lets InterruptedError escape; harmless, ray#64388's
+# review): from its first line to the exception's name, dropped as one block.
+_INTERRUPTED_LISTING = (
+    re.compile(r"Exception in thread pool-\d+/completion-signaler:"),
+    re.compile(r"\s*InterruptedError\s*"),
+)
 
 
 def is_forwarded_noise(line: str) -> bool:
@@ -224,12 +232,31 @@ def _without_noise(printer: Callable[..., None]) -> Callable[..., None]:
     forwarded noise lines; a record left with none is not printed."""
 
     def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
-        lines = [ln for ln in data.get("lines", ()) if not is_forwarded_noise(ln)]
+        lines = _without_interrupted_listing(list(data.get("lines", ())))
+        lines = [ln for ln in lines if not is_forwarded_noise(ln)]
         if lines:
             printer({**data, "lines": lines}, *args, **kwargs)
 
     filtered._denoise_filtered = True  # type: ignore[attr-defined]
     return filtered
+
+
+def _without_interrupted_listing(lines: list[str]) -> list[str]:
+    """``lines`` minus each whole :data:`_INTERRUPTED_LISTING` traceback (one that does
+    not end within ``lines`` is kept: only a complete match is known to be that one)."""
+    start_pattern, end_pattern = _INTERRUPTED_LISTING
+    kept, i = [], 0
+    while i < len(lines):
+        if start_pattern.search(lines[i]):
+            end = next(
+                (j for j in range(i + 1, len(lines)) if end_pattern.fullmatch(lines[j])), None
+            )
+            if end is not None:
+                i = end + 1
+                continue
+        kept.append(lines[i])
+        i += 1
+    return kept
 
 
 def _filter_error_messages() -> None:

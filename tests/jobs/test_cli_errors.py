@@ -381,6 +381,31 @@ def test_native_stderr_filter_drops_noise_and_keeps_the_rest(capfd):
     ]
 
 
+def test_ray_datas_interrupted_listing_traceback_is_dropped_whole():
+    """The traceback Ray Data's file listing leaves in training logs when an epoch's
+    iteration stops early (11 lines in runs/ab-psnr.log) goes as one block; our own
+    lines around it stay, and a traceback cut off before its end is kept whole."""
+    traceback = [
+        "Exception in thread pool-3/completion-signaler:",
+        "Traceback (most recent call last):",
+        '  File ".../ray/data/_internal/dynamic_work_queue.py", line 180, in _signal_completion',
+        "    pool.work_queue.put(SENTINEL)",
+        '  File ".../ray/data/_internal/util.py", line 1082, in put',
+        "    raise InterruptedError()",
+        "InterruptedError",
+    ]
+    mismatch = (
+        "[2026-11-27 17:54:15,844 E 12144 12203] core_worker.cc:4621: Mismatched ActorID: "
+        "ignoring KillActor for previous actor 10cd, current actor ID: NIL_ID"
+    )
+    printed = []
+    printer = quiet._without_noise(lambda data: printed.append(data["lines"]))
+    printer({"lines": ["step 500/3000", *traceback, mismatch, "step 1000/3000"]})
+    printer({"lines": traceback[:4]})
+    printer({"lines": [*traceback, mismatch]})
+    assert printed == [["step 500/3000", "step 1000/3000"], traceback[:4]]
+
+
 def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session, capsys):
     """A Ray task writes Ray-internal lines and its own line to stderr, and the raylet's
     worker-pool warning arrives as a GCS error message (as it did in every training
