@@ -25,6 +25,7 @@ cd "$(dirname "$0")/.."
 # Here the project's venv (denoise_core, pyarrow); there the image's python3 (JAX).
 PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
 KERAS_VERSION=$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("keras"))' 2>/dev/null || echo 3.15.1)
+NONFINITE_EXIT=3  # jobs.train_jax.NONFINITE_EXIT
 DEVICE_WHEELS=("keras==$KERAS_VERSION" namex optree "pillow-heif>=1.8,<2" "fpng>=0.1")
 
 prepare() {
@@ -72,11 +73,20 @@ train() {
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .gpu/whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-    local run=/tmp/lent-gpu-$tier
+    local run=/tmp/lent-gpu-$tier status=0
     rm -rf "$run"
     # shellcheck disable=SC2086  # the recipe's options are words
     "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
-        --minutes "$minutes" --out "$run" "$@"
+        --minutes "$minutes" --out "$run" "$@" || status=$?
+    if ((status == NONFINITE_EXIT)); then  # bf16 output not finite there: once more in fp32
+        echo "lent_gpu: non-finite bf16 validation; rerunning $tier in fp32" >&2
+        rm -rf "$run"
+        # shellcheck disable=SC2086
+        "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
+            --minutes "$minutes" --out "$run" "$@" --precision fp32
+    elif ((status != 0)); then
+        exit "$status"
+    fi
     mkdir -p "${OUT:?OUT is where the device returns files}/$tier"
     cp "$run"/model/model.keras "$run"/model/model_card.json "$run"/log.jsonl "$OUT/$tier/"
 }
@@ -87,8 +97,9 @@ smoke() {
         local args
         args=$(train_args "$tier")
         # shellcheck disable=SC2086
+        # fp32: XLA:CPU's bf16 forward pass of the fast tier is NaN on 128 px images
         "$PYTHON" -m jobs.train_jax $args --batch 4 --patch 32 --clean .gpu/clean --pairs .gpu/pairs \
-            --val .gpu/val --minutes 0.05 --host-workers 1 --out "$(mktemp -d)/run"
+            --val .gpu/val --minutes 0.05 --host-workers 1 --precision fp32 --out "$(mktemp -d)/run"
     done
 }
 

@@ -81,6 +81,9 @@ from denoise_core.train_config import COLOR_CLIPS, SamplerConfig  # noqa: E402
 
 PROG = ["KERAS_BACKEND=jax", "python", "-m", "jobs.train_jax"]
 DEFAULT_VAL_NOISE = "gaussian:25"
+# Exit status when the model's validation output is not finite before training starts
+# (cluster/lent_gpu.sh reruns in fp32 on it).
+NONFINITE_EXIT = 3
 
 # ---------------------------------------------------------------------------
 # Loaders (host): the core's listing, pairing and decoding
@@ -686,6 +689,16 @@ def main(argv: list[str] | None = None) -> int:
     loss.block_until_ready()
     v0 = validate(trainable, non_trainable)
     print(f"compiled first step in {time.time() - t0:.1f}s; val before: {v0:.3f} dB", flush=True)
+    if val and not math.isfinite(v0):
+        # Seen with XLA:CPU (jaxlib 0.11.2): the fast tier's jitted bf16 forward pass is
+        # all NaN on 128 px inputs. Training on would rank checkpoints by NaN.
+        print(
+            f"error: the model's output on the validation images is not finite in "
+            f"{args.precision} on {jax.default_backend()}; rerun with --precision fp32",
+            file=sys.stderr,
+            flush=True,
+        )
+        return NONFINITE_EXIT
     log({"step": 0, "val_psnr": v0})
 
     budget = args.minutes * 60.0

@@ -472,6 +472,15 @@ def test_cluster_script_shellcheck(script):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_lent_gpu_retry_status_is_the_trainers():
+    """lent_gpu.sh reruns in fp32 on jobs.train_jax's non-finite-validation status; the
+    script cannot import the trainer (read here from both sources: no JAX in CI)."""
+    script = re.search(r"^NONFINITE_EXIT=(\d+)", (CLUSTER / "lent_gpu.sh").read_text(), re.M)
+    trainer = (REPO / "jobs" / "train_jax.py").read_text()
+    owner = re.search(r"^NONFINITE_EXIT = (\d+)", trainer, re.M)
+    assert script and owner and script.group(1) == owner.group(1)
+
+
 def _dry_run_ray_starts(*args: str) -> list[dict]:
     result = _local_sh(*args)
     assert result.returncode == 0, result.stderr

@@ -247,3 +247,36 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     lineage = json.loads((weights / "default_model_card.json").read_text())["lineage"]
     assert lineage[-1]["command"] == card["command"]
     assert lineage[-1]["promoted_checkpoint"]["step"] == card["last"]["step"]
+
+
+def test_non_finite_validation_stops_before_training(tmp_path):
+    """A model whose validation output is NaN (as XLA:CPU's bf16 pass of the fast tier
+    was) stops with NONFINITE_EXIT and one error line, before any checkpoint (the lent
+    GPU script reruns in fp32 on that status)."""
+    from PIL import Image
+
+    from denoise_core import models
+
+    for folder in ("clean", "val"):
+        (tmp_path / folder).mkdir()
+        img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(img).save(tmp_path / folder / "0.png")
+    broken = models.build_model("unet", widths=(4, 8), blocks_per_level=1)
+    head = broken.get_layer("head")
+    head.set_weights([np.full_like(w, np.nan) for w in head.get_weights()])
+    broken.save(tmp_path / "nan.keras")
+    out = tmp_path / "run"
+    args = ["--init-from", str(tmp_path / "nan.keras"), "--clean", str(tmp_path / "clean")]
+    args += ["--val", str(tmp_path / "val"), "--noise", "gaussian:0-50", "--minutes", "0.05"]
+    args += ["--batch", "2", "--patch", "16", "--precision", "fp32", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train_jax", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        timeout=600,
+    )
+    assert proc.returncode == jt.NONFINITE_EXIT, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "not finite in fp32" in proc.stderr and "--precision fp32" in proc.stderr
+    assert not list(out.rglob("checkpoint_*"))
