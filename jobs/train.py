@@ -161,7 +161,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     resume.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the newest checkpoint (refused when the run has none)",
+        help="continue from the newest checkpoint, with the run's own architecture "
+        "(refused when the run has none)",
     )
     resume.add_argument(
         "--resume-if-any",
@@ -217,10 +218,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _build_model(cfg: TrainConfig):
+def _build_model(cfg: TrainConfig, resume_dir: str | None = None):
+    """The model to train: a resumed run's own architecture (from its checkpoint, whatever
+    --model or --init-from the resuming command names), else --init-from or --model."""
     from denoise_core import models
     from denoise_core.inference import load_model_any
 
+    if resume_dir:
+        saved = models.load_model(os.path.join(resume_dir, MODEL_FILE))
+        return models.with_precision(saved, cfg.precision)
     if cfg.init_from and cfg.grow:
         # A bigger architecture that contains the trained one (new blocks start as
         # the identity): built under the global precision policy, weights copied in.
@@ -291,23 +297,24 @@ def train_loop_per_worker(loop_config: dict) -> None:
     local_batch = global_batch // world
     total_steps = cfg.steps
 
+    checkpoint = ray.train.get_checkpoint()
+    resume_dir = None
+    if checkpoint is not None:
+        resume_dir = checkpoint.to_directory()
+    elif previous := run_folder.checkpoint_states(cfg.storage):
+        # --resume starts from the run folder's newest checkpoint, and so does a restart
+        # after a failure Ray holds no checkpoint for: Ray registers one only once every
+        # worker's report reached the controller, and a worker that dies right after
+        # reporting takes its report with it (the files were already uploaded).
+        resume_dir = tempfile.mkdtemp(prefix="resume-")
+        run_folder.download_dir(run_folder.choose(previous, "last")[0], resume_dir)
+
     with strategy.scope():
-        model = _build_model(cfg)
+        model = _build_model(cfg, resume_dir)
         schedule = training.make_schedule(cfg.schedule, cfg.lr, total_steps, cfg.warmup_steps)
         optimizer = tf_optimizer(cfg, schedule)
         optimizer.build(model.trainable_variables)
         step, best = 0, {}
-        checkpoint = ray.train.get_checkpoint()
-        resume_dir = None
-        if checkpoint is not None:
-            resume_dir = checkpoint.to_directory()
-        elif previous := run_folder.checkpoint_states(cfg.storage):
-            # --resume starts from the run folder's newest checkpoint, and so does a restart
-            # after a failure Ray holds no checkpoint for: Ray registers one only once every
-            # worker's report reached the controller, and a worker that dies right after
-            # reporting takes its report with it (the files were already uploaded).
-            resume_dir = tempfile.mkdtemp(prefix="resume-")
-            run_folder.download_dir(run_folder.choose(previous, "last")[0], resume_dir)
         if resume_dir:
             state = training.load_state(resume_dir, model, optimizer)
             step, best = state["step"], state.get("best", {})

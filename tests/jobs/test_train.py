@@ -313,9 +313,11 @@ def test_resume_continues_and_a_used_run_is_refused(datasets, tmp_path, where):
     assert train(data, run, "--steps", 8, *args) != 0
     assert attempts(run) == ["attempt-001"]
 
+    # Resumed with other model arguments: the run continues with its own architecture.
     resumed_line = "resumed at step 4 from checkpoint"
     before = worker_log_count(resumed_line)
-    assert train(data, run, "--steps", 8, "--resume", *args) == 0
+    other = ["--model-args", json.dumps({"widths": [4, 8]})]
+    assert train(data, run, "--steps", 8, "--resume", *args, *other) == 0
     assert worker_log_count(resumed_line) - before == 1  # printed, and only once
 
     ckpts = checkpoints(run)
@@ -331,6 +333,7 @@ def test_resume_continues_and_a_used_run_is_refused(datasets, tmp_path, where):
     assert int(optimizer_arrays(last)[0]) == 8  # optimizer state carried over, not reset
     card, _ = check_export(run, "unet")
     assert card["steps"] == 8
+    assert card["architecture"]["params"] == models.build_model("unet", **TINY_UNET).count_params()
     assert card["training"]["resumed_from"] == first[4][1]
     assert card["data"][0]["uri"] == data
 
