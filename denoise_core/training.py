@@ -166,10 +166,17 @@ def save_state(directory: str, model, optimizer, state: dict) -> None:
     """Write a resumable training state into a local ``directory``."""
     os.makedirs(directory, exist_ok=True)
     model.save(os.path.join(directory, MODEL_FILE))
-    values = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    values = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(_slots(optimizer))}
     np.savez(os.path.join(directory, OPTIMIZER_FILE), **values)
     with open(os.path.join(directory, STATE_FILE), "w") as f:
         json.dump(state, f, indent=2, sort_keys=True)
+
+
+def _slots(optimizer) -> list:
+    """The optimizer variables a checkpoint keeps: all but a constant learning rate,
+    which the resuming run's own --lr sets (a schedule is no variable), so a run can be
+    resumed with another --lr or --schedule."""
+    return [v for v in optimizer.variables if v.path.split("/")[-1] != "learning_rate"]
 
 
 def load_state(directory: str, model, optimizer) -> dict:
@@ -183,14 +190,17 @@ def load_state(directory: str, model, optimizer) -> dict:
     if os.path.exists(opt_path):
         with np.load(opt_path) as data:
             arrays = [data[k] for k in sorted(data.files)]
-        if len(arrays) != len(optimizer.variables):
+        slots = _slots(optimizer)
+        if len(arrays) == len(slots) + 1 and arrays[1].ndim == 0 and arrays[1].dtype.kind == "f":
+            # Saved before learning rates were left out: Keras keeps a constant one
+            # second, after the iteration counter.
+            arrays = arrays[:1] + arrays[2:]
+        if len(arrays) != len(slots):
             raise ValueError(
-                f"optimizer state has {len(arrays)} variables, expected {len(optimizer.variables)}"
+                f"optimizer state has {len(arrays)} variables, expected {len(slots)}: "
+                "the checkpoint is of another optimizer or model"
             )
-        for var, value in zip(optimizer.variables, arrays):
-            # A constant learning rate is an optimizer variable; the run's own --lr wins
-            # over the saved one, so a resumed run can change it (schedules are stateless).
-            if var.path.split("/")[-1] != "learning_rate":
-                var.assign(value)
+        for var, value in zip(slots, arrays):
+            var.assign(value)
     with open(os.path.join(directory, STATE_FILE)) as f:
         return json.load(f)
