@@ -584,8 +584,10 @@ def run(args: argparse.Namespace) -> int:
     distil = (
         f", distilling from {cfg.teacher} (weight {cfg.teacher_weight:g})" if cfg.teacher else ""
     )
+    # A resumed run trains its checkpoint's model, whatever --model names.
+    what = "the run's model" if resume_from else cfg.init_from or cfg.model
     print(
-        f"train: {cfg.init_from or cfg.model} on {', '.join(cfg.data_uris)}, "
+        f"train: {what} on {', '.join(cfg.data_uris)}, "
         f"{cfg.workers} worker(s) × {cpus:g} CPU, "
         f"{steps} steps{f' or {cfg.minutes:g} min' if cfg.minutes else ''}"
         f"{distil}"
