@@ -594,7 +594,13 @@ def run(args: argparse.Namespace) -> int:
         f"{', resuming from ' + resume_from if resume_from else ''}",
         flush=True,
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except SystemExit:
+        # Ray Train swaps in its own Ctrl-C handler during fit: it aborts the run and the
+        # driver's wait then ends in SystemExit(1) (or its handler's sys.exit(0)), with
+        # nothing printed; it is the user's Ctrl-C: one line, status 130 (run_guarded).
+        raise KeyboardInterrupt from None
     wall = time.time() - start
     card = run_folder.base_card(
         command=run_folder.command_line(["denoise", "train"], getattr(args, "argv", None)),

@@ -593,6 +593,41 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_run(capsys):
     assert common.run_guarded("run", lambda args: 0, None) == 0  # the next run starts clean
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_training_prints_one_line_and_exits_130(tmp_path, ray_tmp):
+    """During fit Ray Train swaps in its own Ctrl-C handler, which aborts the run and
+    left the driver to exit 1 with nothing printed; now it is the same one line and
+    status 130 as everywhere else, and the run folder stays for --resume."""
+    src = write_images(tmp_path / "in", n=4)
+    data, run = tmp_path / "data", tmp_path / "run"
+    ingest = subprocess.run(
+        [DENOISE, "ingest", str(src), str(data), "--val-fraction", "0.5"],
+        cwd=REPO, env=cli_env(ray_tmp), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    argv = [DENOISE, "train", "--data", str(data), "--model-args", '{"widths": [4, 8]}']
+    argv += ["--steps", "100000", "--batch-size", "2", "--patch", "32", "--storage", str(run)]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=cli_env(ray_tmp), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        while not (seen and seen[-1].startswith("train: ")):  # printed just before fit
+            line = proc.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        time.sleep(10)  # the controller started, Ray Train's handler in place
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert "interrupted; outputs written so far are kept: rerun with --resume" in rest, rest
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+    assert (run / "ray").is_dir()
+
+
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, ray_tmp):
     src = write_images(tmp_path / "in")
     proc = subprocess.Popen(
