@@ -174,7 +174,7 @@ def save_state(directory: str, model, optimizer, state: dict) -> None:
 
 def _slots(optimizer) -> list:
     """The optimizer variables a checkpoint keeps: all but a constant learning rate,
-    which the resuming run's own --lr sets (a schedule is no variable), so a run can be
+    which the resuming run's own --lr sets (a schedule keeps none), so a run can be
     resumed with another --lr or --schedule."""
     return [v for v in optimizer.variables if v.path.split("/")[-1] != "learning_rate"]
 
