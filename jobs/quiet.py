@@ -228,11 +228,12 @@ def filter_forwarded_logs() -> bool:
 
 
 def _without_noise(printer: Callable[..., None]) -> Callable[..., None]:
-    """``printer`` (called with Ray's ``{"lines": [...], ...}`` record) minus the
+    """``printer`` (called with Ray's ``{"lines": [...], "pid": ...}`` record) minus the
     forwarded noise lines; a record left with none is not printed."""
+    listing = _InterruptedListing()
 
     def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
-        lines = _without_interrupted_listing(list(data.get("lines", ())))
+        lines = listing.drop(data.get("pid"), list(data.get("lines", ())))
         lines = [ln for ln in lines if not is_forwarded_noise(ln)]
         if lines:
             printer({**data, "lines": lines}, *args, **kwargs)
@@ -241,22 +242,36 @@ def _without_noise(printer: Callable[..., None]) -> Callable[..., None]:
     return filtered
 
 
-def _without_interrupted_listing(lines: list[str]) -> list[str]:
-    """``lines`` minus each whole :data:`_INTERRUPTED_LISTING` traceback (one that does
-    not end within ``lines`` is kept: only a complete match is known to be that one)."""
-    start_pattern, end_pattern = _INTERRUPTED_LISTING
-    kept, i = [], 0
-    while i < len(lines):
-        if start_pattern.search(lines[i]):
-            end = next(
-                (j for j in range(i + 1, len(lines)) if end_pattern.fullmatch(lines[j])), None
-            )
-            if end is not None:
-                i = end + 1
-                continue
-        kept.append(lines[i])
-        i += 1
-    return kept
+class _InterruptedListing:
+    """Drops each whole :data:`_INTERRUPTED_LISTING` traceback. Python writes it line by
+    line, so it may arrive over several records of one process: its lines are held per
+    process until the exception's name ends it (dropped), and given back with the first
+    line that is no traceback line (only a complete match is known to be that one)."""
+
+    _TRACEBACK_LINE = re.compile(r"Traceback \(most recent call last\):|  \S.*|    .*")
+
+    def __init__(self) -> None:
+        self._held: dict[Any, list[str]] = {}
+
+    def drop(self, source: Any, lines: list[str]) -> list[str]:
+        start_pattern, end_pattern = _INTERRUPTED_LISTING
+        kept, held = [], self._held.pop(source, None)
+        for line in lines:
+            if held is None:
+                if start_pattern.search(line):
+                    held = [line]
+                else:
+                    kept.append(line)
+            elif end_pattern.fullmatch(line):
+                held = None  # the whole traceback: dropped
+            elif self._TRACEBACK_LINE.fullmatch(line):
+                held.append(line)
+            else:  # not that traceback after all: every line is printed
+                kept.extend([*held, line])
+                held = None
+        if held is not None:
+            self._held[source] = held
+        return kept
 
 
 def _filter_error_messages() -> None:

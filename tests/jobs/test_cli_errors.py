@@ -383,8 +383,10 @@ def test_native_stderr_filter_drops_noise_and_keeps_the_rest(capfd):
 
 def test_ray_datas_interrupted_listing_traceback_is_dropped_whole():
     """The traceback Ray Data's file listing leaves in training logs when an epoch's
-    iteration stops early (11 lines in runs/ab-psnr.log) goes as one block; our own
-    lines around it stay, and a traceback cut off before its end is kept whole."""
+    iteration stops early (11 lines in runs/ab-psnr.log) goes as one block, also when
+    it arrives over several records of its process (as in runs/v12-a.log); our own
+    lines around it stay, and a block that turns out to be something else is printed
+    whole."""
     traceback = [
         "Exception in thread pool-3/completion-signaler:",
         "Traceback (most recent call last):",
@@ -400,10 +402,17 @@ def test_ray_datas_interrupted_listing_traceback_is_dropped_whole():
     )
     printed = []
     printer = quiet._without_noise(lambda data: printed.append(data["lines"]))
-    printer({"lines": ["step 500/3000", *traceback, mismatch, "step 1000/3000"]})
-    printer({"lines": traceback[:4]})
-    printer({"lines": [*traceback, mismatch]})
-    assert printed == [["step 500/3000", "step 1000/3000"], traceback[:4]]
+    printer({"pid": 1, "lines": ["step 500/3000", *traceback, mismatch, "step 1000/3000"]})
+    printer({"pid": 2, "lines": traceback[:4]})
+    printer({"pid": 3, "lines": ["step 1500/3000"]})  # another process meanwhile
+    printer({"pid": 2, "lines": traceback[4:]})
+    printer({"pid": 4, "lines": traceback[:3]})
+    printer({"pid": 4, "lines": ["error: ours, not the listing's"]})
+    assert printed == [
+        ["step 500/3000", "step 1000/3000"],
+        ["step 1500/3000"],
+        [*traceback[:3], "error: ours, not the listing's"],
+    ]
 
 
 def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session, capsys):
