@@ -74,16 +74,16 @@ train() {
         --target /tmp/site .gpu/whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
     local run=/tmp/lent-gpu-$tier status=0
-    rm -rf "$run"
-    # shellcheck disable=SC2086  # the recipe's options are words
-    "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
-        --minutes "$minutes" --out "$run" "$@" || status=$?
+    recipe() {  # the tier's run into a fresh $run; extra options last (they win)
+        rm -rf "$run"
+        # shellcheck disable=SC2086  # the recipe's options are words
+        "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
+            --minutes "$minutes" --out "$run" "$@"
+    }
+    recipe "$@" || status=$?
     if ((status == NONFINITE_EXIT)); then  # bf16 output not finite there: once more in fp32
         echo "lent_gpu: non-finite bf16 validation; rerunning $tier in fp32" >&2
-        rm -rf "$run"
-        # shellcheck disable=SC2086
-        "$PYTHON" -m jobs.train_jax $args --clean .gpu/clean --pairs .gpu/pairs --val .gpu/val \
-            --minutes "$minutes" --out "$run" "$@" --precision fp32
+        recipe "$@" --precision fp32
     elif ((status != 0)); then
         exit "$status"
     fi
@@ -96,8 +96,8 @@ smoke() {
     for tier in default fast; do
         local args
         args=$(train_args "$tier")
-        # shellcheck disable=SC2086
         # fp32: XLA:CPU's bf16 forward pass of the fast tier is NaN on 128 px images
+        # shellcheck disable=SC2086
         "$PYTHON" -m jobs.train_jax $args --batch 4 --patch 32 --clean .gpu/clean --pairs .gpu/pairs \
             --val .gpu/val --minutes 0.05 --host-workers 1 --precision fp32 --out "$(mktemp -d)/run"
     done

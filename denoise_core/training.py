@@ -185,6 +185,12 @@ def load_state(directory: str, model, optimizer) -> dict:
 
     saved = models.load_model(os.path.join(directory, MODEL_FILE))
     model.set_weights(saved.get_weights())
+    return restore_optimizer(directory, model, optimizer)
+
+
+def restore_optimizer(directory: str, model, optimizer) -> dict:
+    """:func:`load_state` for a ``model`` already loaded from that checkpoint: the
+    optimizer slots and the counters only."""
     optimizer.build(model.trainable_variables)
     opt_path = os.path.join(directory, OPTIMIZER_FILE)
     if os.path.exists(opt_path):

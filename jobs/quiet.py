@@ -248,7 +248,7 @@ class _InterruptedListing:
     process until the exception's name ends it (dropped), and given back with the first
     line that is no traceback line (only a complete match is known to be that one)."""
 
-    _TRACEBACK_LINE = re.compile(r"Traceback \(most recent call last\):|  \S.*|    .*")
+    _TRACEBACK_LINE = re.compile(r"Traceback \(most recent call last\):|  .*")
 
     def __init__(self) -> None:
         self._held: dict[Any, list[str]] = {}

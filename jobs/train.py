@@ -316,7 +316,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         optimizer.build(model.trainable_variables)
         step, best = 0, {}
         if resume_dir:
-            state = training.load_state(resume_dir, model, optimizer)
+            state = training.restore_optimizer(resume_dir, model, optimizer)  # model: its own
             step, best = state["step"], state.get("best", {})
             if rank == 0:
                 _say(f"resumed at step {step} from checkpoint")
