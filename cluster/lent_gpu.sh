@@ -70,9 +70,10 @@ train() {
     shift 2
     local args
     args=$(train_args "$tier")
+    local site=/tmp/site-$tier  # one per tier: both tiers can train side by side in one call
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .gpu/whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+        --target "$site" .gpu/whl/*.whl
+    export PYTHONPATH=$site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
     local run=/tmp/lent-gpu-$tier status=0
     recipe() {  # the tier's run into a fresh $run; extra options last (they win)
         rm -rf "$run"
