@@ -73,7 +73,8 @@ train() {
     local site=/tmp/site-$tier  # one per tier: both tiers can train side by side in one call
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$site" .gpu/whl/*.whl
-    export PYTHONPATH=$site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+    # TF_CPP_MIN_LOG_LEVEL=2: XLA's autotuner warns "Delay kernel timed out" at each compile
+    export PYTHONPATH=$site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
     local run=/tmp/lent-gpu-$tier status=0
     recipe() {  # the tier's run into a fresh $run; extra options last (they win)
         rm -rf "$run"
