@@ -26,7 +26,11 @@ from dataclasses import dataclass
 import cv2
 import fpng
 import numpy as np
-import pillow_heif
+
+try:
+    import pillow_heif
+except ImportError:  # a training-only runtime (the lent GPU's image): no HEIC there
+    pillow_heif = None
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16)
 HEIF_EXTENSIONS = (".heic", ".heif")
@@ -50,7 +54,9 @@ AVIF_SPEED = 9
 
 # Pillow reads HEIF headers (size, bit depth) through pillow-heif's plugin; pixels are
 # decoded by pillow-heif directly (:func:`_decode_heif`).
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+if pillow_heif is not None:
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+NO_HEIF = "HEIC/HEIF needs pillow-heif, which this Python lacks: pip install 'pillow-heif>=1.8'"
 _JPEG_EOI = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
@@ -239,6 +245,8 @@ def _decode_heif(data: bytes) -> np.ndarray:
     replication (``v * 65535 / 1023`` for 10-bit, 1023 -> 65535), so a 10-bit HEIC uses
     the full 16-bit range as a 16-bit PNG does and its white is 1.0 on the [0, 1] scale.
     """
+    if pillow_heif is None:
+        raise ImageDecodeError(NO_HEIF)
     try:
         heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
         depth = int(heif.info.get("bit_depth") or 8)
@@ -385,6 +393,8 @@ def _encode_heif(image: np.ndarray, quality: int, heif_meta: dict[str, bytes] | 
     default for 16-bit data). Grey is stored as RGB (equal channels). ``heif_meta``
     (``exif``, ``xmp``, ``icc_profile``) goes into the file as it is written: libheif
     cannot add metadata to an encoded file, nor can exiv2 write HEIF."""
+    if pillow_heif is None:
+        raise ValueError(NO_HEIF)
     arr = np.ascontiguousarray(image)
     if arr.shape[2] == 1:
         arr = np.ascontiguousarray(np.repeat(arr, 3, axis=2))

@@ -25,7 +25,9 @@ augmentation of :func:`denoise_core.patches.random_color`, and the ``--noise`` m
   long the device waited for them).
 
 A share of each batch (``--pairs-share``) comes from real noisy/clean pairs
-(any layout ``denoise ingest`` detects as pairs), cropped at the same place in both.
+(any layout ``denoise ingest`` detects as pairs), cropped at the same place in both;
+``--pairs DIR@WEIGHT`` repeated mixes several sets in those rows by weight, as
+``denoise train --data`` does (a set of 10 pairs can weigh as much as one of 77).
 The learning rate is :func:`denoise_core.training.cosine_lr` (the schedule of
 ``denoise train``, decaying to 1%) over the *wall-clock* budget (``--minutes``),
 since a lease is measured in minutes, not steps. Every ``--checkpoint-every``
@@ -77,7 +79,12 @@ from denoise_core import (  # noqa: E402
     weights,
 )
 from denoise_core.precision import PRECISIONS  # noqa: E402
-from denoise_core.train_config import COLOR_CLIPS, SamplerConfig  # noqa: E402
+from denoise_core.train_config import (  # noqa: E402
+    COLOR_CLIPS,
+    ConfigError,
+    SamplerConfig,
+    parse_data_args,
+)
 
 PROG = ["KERAS_BACKEND=jax", "python", "-m", "jobs.train_jax"]
 DEFAULT_VAL_NOISE = "gaussian:25"
@@ -125,6 +132,28 @@ def load_pairs(folder: str) -> tuple[np.ndarray, np.ndarray]:
     h = min(im.shape[0] for im in clean)
     w = min(im.shape[1] for im in clean)
     return np.stack([n[:h, :w] for n in noisy]), np.stack([c[:h, :w] for c in clean])
+
+
+def load_pair_sources(
+    specs: list[tuple[str, float]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """Every ``(folder, weight)`` set of pairs as one noisy and one clean stack (top-left
+    cropped to the smallest), each row's sampling probability (a set's weight spread over
+    its rows) and one ``{source, rows, share}`` per set (``share``: of the pair rows)."""
+    sets = [load_pairs(folder) for folder, _ in specs]
+    h = min(n.shape[1] for n, _ in sets)
+    w = min(n.shape[2] for n, _ in sets)
+    total = sum(weight for _, weight in specs)
+    row_p = np.concatenate(
+        [np.full(len(n), wt / total / len(n)) for (n, _), (_, wt) in zip(sets, specs)]
+    )
+    sources = [
+        {"source": folder, "rows": len(n), "share": weight / total}
+        for (folder, weight), (n, _) in zip(specs, sets)
+    ]
+    noisy = np.concatenate([n[:, :h, :w] for n, _ in sets])
+    clean = np.concatenate([c[:, :h, :w] for _, c in sets])
+    return noisy, clean, row_p.astype(np.float32), sources
 
 
 def load_val(folder: str, noise_spec: str = DEFAULT_VAL_NOISE) -> list:
@@ -361,10 +390,12 @@ def make_batch_fn(
     color_augment: bool,
     color_clip: str = "hard",
     device_specs: list[tuple[noise.NoiseSpec, int]] | None = None,
+    pair_p=None,
 ):
     """A jittable ``(key, host_noisy, host_clean) -> (noisy, clean)`` float32 batch: device
     synthetic rows first (``device_specs``: (spec, rows); default ``gaussian:0-55;camera``
-    over all synthetic rows), then the host's rows (may be empty), then real pairs."""
+    over all synthetic rows), then the host's rows (may be empty), then real pairs, each
+    drawn with probability ``pair_p`` (default: uniform)."""
     if device_specs is None:
         device_specs, _, _ = plan_rows("gaussian:0-55;camera", batch - n_pairs)
 
@@ -385,7 +416,10 @@ def make_batch_fn(
 
     def real(key):
         k_idx, k_y, k_x, k_d = jax.random.split(key, 4)
-        idx = jax.random.randint(k_idx, (n_pairs,), 0, pair_clean.shape[0])
+        if pair_p is None:
+            idx = jax.random.randint(k_idx, (n_pairs,), 0, pair_clean.shape[0])
+        else:
+            idx = jax.random.choice(k_idx, pair_clean.shape[0], (n_pairs,), p=pair_p)
         ys = jax.random.randint(k_y, (n_pairs,), 0, pair_clean.shape[1] - patch + 1)
         xs = jax.random.randint(k_x, (n_pairs,), 0, pair_clean.shape[2] - patch + 1)
         ds = jax.random.randint(k_d, (n_pairs,), 0, 8)
@@ -524,7 +558,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "weighted by its dB; default %(default)s)",
     )
     p.add_argument("--clean", required=True, help="folder of clean training images")
-    p.add_argument("--pairs", help="folder of noisy/clean pairs (any layout ingest calls pairs)")
+    p.add_argument(
+        "--pairs",
+        action="append",
+        metavar="DIR[@WEIGHT]",
+        help="folder of noisy/clean pairs (any layout ingest calls pairs); repeat to mix "
+        "sets by weight (default 1 each) within the --pairs-share rows",
+    )
     p.add_argument(
         "--pairs-share", type=float, default=0.2, help="share of each batch from --pairs"
     )
@@ -576,6 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if missing:
         p.error(missing)
+    try:
+        pair_specs = parse_data_args(args.pairs or [])
+    except ConfigError as exc:
+        p.error(f"--pairs {exc.rule}")
     start = time.time()
     run_uri = storage.absolute(args.out)
     if run_folder.checkpoint_states(run_uri):
@@ -586,12 +630,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {jax.devices()}  jax {jax.__version__}  keras {keras.__version__}", flush=True)
 
     clean_np = load_clean(args.clean)
-    pairs_np = load_pairs(args.pairs) if args.pairs else None
+    pairs_np, pair_p, pair_sources = None, None, []
+    if args.pairs:
+        *pairs_np, pair_p, pair_sources = load_pair_sources(list(pair_specs))
     n_pairs = round(args.batch * args.pairs_share) if pairs_np is not None else 0
     device_specs, host_noise, n_host = plan_rows(args.noise, args.batch - n_pairs)
+    mixed = len(pair_sources) > 1  # say how the pair rows split between the sets
+    mix_note = "".join(f", {p['share']:.0%} {p['source']}" for p in pair_sources if mixed)
     print(
         f"data: {clean_np.shape} clean, {None if pairs_np is None else pairs_np[0].shape} pairs "
-        f"({n_pairs}/{args.batch} per batch), loaded in {time.time() - start:.1f}s; noise on "
+        f"({n_pairs}/{args.batch} per batch"
+        f"{mix_note}"
+        f"), loaded in {time.time() - start:.1f}s; noise on "
         f"device {', '.join(f'{s}x{n}' for s, n in device_specs) or '-'}, on host "
         f"{f'{host_noise} x{n_host}' if n_host else '-'}",
         flush=True,
@@ -609,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     make_batch = make_batch_fn(
         jax.device_put(clean_np), pn_dev, pc_dev, args.batch, n_pairs, args.patch,
         not args.no_color_augment, args.color_clip, device_specs,
+        None if pair_p is None else jax.device_put(pair_p),
     )  # fmt: skip
 
     model = build(args)
@@ -757,18 +808,15 @@ def main(argv: list[str] | None = None) -> int:
                 "weight": round(1 - n_pairs / args.batch, 3),
             }
         ]
-        + (
-            [
-                {
-                    "source": args.pairs,
-                    "layout": "pairs",
-                    "rows": {"train": int(pairs_np[0].shape[0])},
-                    "weight": round(n_pairs / args.batch, 3),
-                }
-            ]
-            if pairs_np
-            else []
-        ),  # fmt: skip
+        + [
+            {
+                "source": s["source"],
+                "layout": "pairs",
+                "rows": {"train": s["rows"]},
+                "weight": round(n_pairs / args.batch * s["share"], 3),
+            }
+            for s in pair_sources
+        ],
         validation={
             "source": args.val,
             "limit": len(val),

@@ -57,6 +57,36 @@ def test_batches_hold_aligned_real_pairs_and_noisy_synthetic_rows():
     assert np.abs(noisy[:6] - ref[:6]).mean() > 0  # synthetic noise was added
 
 
+def _pair_set(folder: Path, n: int, size: tuple[int, int], offset: int) -> None:
+    """``n`` pairs in the ``*_noisy`` / ``*_clean`` layout whose noise is ``+offset``."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        clean = np.random.default_rng(i).integers(0, 200, (*size, 3), dtype=np.uint8)
+        Image.fromarray(clean).save(folder / f"{i}_clean.png")
+        Image.fromarray(clean + np.uint8(offset)).save(folder / f"{i}_noisy.png")
+
+
+def test_pair_sets_mix_by_their_weights_not_their_sizes(tmp_path):
+    _pair_set(tmp_path / "big", 6, (40, 44), 20)
+    _pair_set(tmp_path / "small", 2, (48, 40), 40)
+    noisy, clean, row_p, sources = jt.load_pair_sources(
+        [(str(tmp_path / "big"), 1.0), (str(tmp_path / "small"), 3.0)]
+    )
+    assert noisy.shape == clean.shape == (8, 40, 40, 3)  # cropped to the smallest
+    assert [(s["rows"], s["share"]) for s in sources] == [(6, 0.25), (2, 0.75)]
+    np.testing.assert_allclose(row_p, [0.25 / 6] * 6 + [0.75 / 2] * 2, rtol=1e-6)
+    image = np.zeros((1, 40, 40, 3), np.uint8)
+    make = jax.jit(jt.make_batch_fn(image, noisy, clean, 64, 60, 16, False, pair_p=row_p))
+    offsets = []
+    for seed in range(10):
+        n, c = (np.asarray(a) for a in make(jax.random.PRNGKey(seed)))
+        offsets += list(np.round((n[4:] - c[4:]).mean(axis=(1, 2, 3)) * 255))
+    assert set(offsets) == {20.0, 40.0}
+    assert offsets.count(40.0) / len(offsets) == pytest.approx(0.75, abs=0.06)  # 600 draws
+
+
 def test_default_noise_mix_is_planned_on_device_and_host_in_the_core_shares():
     device, host, n_host = jt.plan_rows(noise.DEFAULT_TRAINING_NOISE, 140)
     # isp;isp:jpeg=70-95;mix;gaussian:0-55;gaussian:0-55;gaussian:5-30;camera: 20 rows each.
@@ -219,6 +249,14 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     args += ["--clean", str(tmp_path / "clean"), "--val", str(tmp_path / "val")]
     args += ["--minutes", "0.05", "--batch", "6", "--patch", "16", "--out", str(out)]
     args += ["--host-workers", "1"]  # the default mix: isp:jpeg and mix come from the host
+    _pair_set(tmp_path / "polyu", 3, (40, 40), 20)
+    _pair_set(tmp_path / "sidd", 1, (40, 40), 30)
+    args += [
+        "--pairs",
+        str(tmp_path / "polyu") + "@0.6",
+        "--pairs",
+        str(tmp_path / "sidd") + "@0.4",
+    ]
     teacher = tmp_path / "teacher.keras"
     models.build_model("unet", widths=(4, 8)).save(teacher)
     args += ["--teacher", str(teacher), "--teacher-weight", "0.3"]
@@ -239,6 +277,12 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     assert card["training"]["noise_on_host"]["rows"] == 2  # 6 rows over 6 specs: 2 need JPEG
     assert card["training"]["teacher"] == str(teacher)
     assert card["training"]["teacher_weight"] == 0.3
+    pairs = [(d["source"], d["rows"]["train"], d["weight"]) for d in card["data"][1:]]
+    share = 1 / 6  # --pairs-share 0.2 of a batch of 6: one pair row
+    assert pairs == [
+        (str(tmp_path / "polyu"), 3, pytest.approx(0.6 * share, abs=1e-3)),
+        (str(tmp_path / "sidd"), 1, pytest.approx(0.4 * share, abs=1e-3)),
+    ]
     states = run_folder.checkpoint_states(str(out))
     assert states and all("/jax/attempt-001/checkpoint_" in uri for uri, _ in states)
 
