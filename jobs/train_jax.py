@@ -632,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     clean_np = load_clean(args.clean)
     pairs_np, pair_p, pair_sources = None, None, []
     if args.pairs:
-        *pairs_np, pair_p, pair_sources = load_pair_sources(list(pair_specs))
+        pair_noisy, pair_clean, pair_p, pair_sources = load_pair_sources(list(pair_specs))
+        pairs_np = (pair_noisy, pair_clean)
     n_pairs = round(args.batch * args.pairs_share) if pairs_np is not None else 0
     device_specs, host_noise, n_host = plan_rows(args.noise, args.batch - n_pairs)
     mixed = len(pair_sources) > 1  # say how the pair rows split between the sets
