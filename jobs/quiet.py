@@ -209,7 +209,13 @@ def filter_forwarded_logs() -> bool:
     every other line a worker, actor or raylet writes is printed as before. Wraps the
     printer that ``ray.init(log_to_driver=True)`` registers with Ray's dispatcher of
     forwarded lines (a private API: where it is missing, nothing changes and False is
-    returned). Nothing is filtered with ``--verbose``."""
+    returned). Nothing is filtered with ``--verbose``.
+
+    Off a terminal (a log file, ``nohup``, a ``ray job submit`` job's log) the
+    ``(RayTrainWorker pid=...)`` prefixes come without colour codes, which Ray writes
+    unasked even into files (``RAY_COLOR_PREFIX=0``; a value the user set stays)."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if is_verbose():
         return False
     try:

@@ -419,7 +419,7 @@ def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session,
     """A Ray task writes Ray-internal lines and its own line to stderr, and the raylet's
     worker-pool warning arrives as a GCS error message (as it did in every training
     log); the driver (the test session's real Ray, filtered as ``init_ray`` does)
-    prints only our own lines."""
+    prints only our own lines, and (captured: no terminal) without colour codes."""
     import ray
 
     noise = [
@@ -446,6 +446,7 @@ def test_forwarded_ray_internal_lines_are_dropped_and_the_rest_kept(ray_session,
         err += capsys.readouterr().err
     assert own in err
     assert "core_worker.cc" not in err and "PYTHON worker processes" not in err, err
+    assert "pid=" in err and "\x1b[" not in err, err  # prefix kept, no colour codes in a log
 
     # The raylet's own warnings travel as GCS error messages to every driver (another
     # path to the terminal, its own thread): published the way the raylet does.
