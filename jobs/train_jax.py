@@ -54,6 +54,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -135,7 +136,7 @@ def load_pairs(folder: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_pair_sources(
-    specs: list[tuple[str, float]],
+    specs: Sequence[tuple[str, float]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Every ``(folder, weight)`` set of pairs as one noisy and one clean stack (top-left
     cropped to the smallest), each row's sampling probability (a set's weight spread over
@@ -630,16 +631,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {jax.devices()}  jax {jax.__version__}  keras {keras.__version__}", flush=True)
 
     clean_np = load_clean(args.clean)
-    pairs_np, pair_p, pair_sources = None, None, []
-    if args.pairs:
-        pair_noisy, pair_clean, pair_p, pair_sources = load_pair_sources(list(pair_specs))
-        pairs_np = (pair_noisy, pair_clean)
-    n_pairs = round(args.batch * args.pairs_share) if pairs_np is not None else 0
+    pair_noisy = pair_clean = pair_p = None
+    pair_sources: list[dict] = []
+    if pair_specs:
+        pair_noisy, pair_clean, pair_p, pair_sources = load_pair_sources(pair_specs)
+    n_pairs = round(args.batch * args.pairs_share) if pair_sources else 0
     device_specs, host_noise, n_host = plan_rows(args.noise, args.batch - n_pairs)
     mixed = len(pair_sources) > 1  # say how the pair rows split between the sets
     mix_note = "".join(f", {p['share']:.0%} {p['source']}" for p in pair_sources if mixed)
     print(
-        f"data: {clean_np.shape} clean, {None if pairs_np is None else pairs_np[0].shape} pairs "
+        f"data: {clean_np.shape} clean, {None if pair_noisy is None else pair_noisy.shape} pairs "
         f"({n_pairs}/{args.batch} per batch"
         f"{mix_note}"
         f"), loaded in {time.time() - start:.1f}s; noise on "
@@ -654,13 +655,14 @@ def main(argv: list[str] | None = None) -> int:
             color_clip=args.color_clip,
         )  # fmt: skip
         host = HostRows(clean_np, n_host, host_config, args.host_workers, args.seed)
-    pn_dev, pc_dev = (
-        (jax.device_put(pairs_np[0]), jax.device_put(pairs_np[1])) if pairs_np else (None, None)
-    )
+
+    def on_device(array):
+        return None if array is None else jax.device_put(array)
+
     make_batch = make_batch_fn(
-        jax.device_put(clean_np), pn_dev, pc_dev, args.batch, n_pairs, args.patch,
-        not args.no_color_augment, args.color_clip, device_specs,
-        None if pair_p is None else jax.device_put(pair_p),
+        jax.device_put(clean_np), on_device(pair_noisy), on_device(pair_clean), args.batch,
+        n_pairs, args.patch, not args.no_color_augment, args.color_clip, device_specs,
+        on_device(pair_p),
     )  # fmt: skip
 
     model = build(args)
