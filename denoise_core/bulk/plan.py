@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ class Plan:
     existing: set[str] = field(default_factory=set)  # output keys already under OUTPUT
     missing_reference: int = 0  # with --reference: inputs that found no reference
     ignored: int = 0  # non-image files and ground-truth images not denoised
+    other_files: dict[str, int] = field(default_factory=dict)  # extension -> count, not images
     fmt: str | None = None  # --format, normalised (".png"), None keeps each input's
 
     @property
@@ -111,19 +113,39 @@ def key_meta(key: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def list_images(root: str, exclude_prefix: str | None = None) -> tuple[dict[str, str], int]:
+def list_images(root: str, exclude_prefix: str | None = None) -> tuple[dict[str, str], Counter]:
     """``{key: URI}`` of every image under ``root`` (recursive, case-insensitive
-    extensions, hidden files skipped) and the number of other files ignored."""
+    extensions, hidden files skipped) and the other files' extensions with their counts
+    (hidden ones not counted), so that a run can say what it left alone."""
     listing = layouts.list_source(root)
-    images, ignored = {}, 0
+    images: dict[str, str] = {}
+    others: Counter = Counter()
     for key, (uri, _) in listing.files.items():
         if exclude_prefix and (key == exclude_prefix or key.startswith(exclude_prefix + "/")):
             continue
         if storage.is_input_image(key):
             images[key] = uri
-        else:
-            ignored += 1
-    return images, ignored
+        elif not storage.is_hidden_key(key):
+            others[file_kind(key)] += 1
+    return images, others
+
+
+def file_kind(key: str) -> str:
+    """A key's extension in lower case (``.gif``), or ``no extension``."""
+    ext = posixpath.splitext(posixpath.basename(key))[1].lower()
+    return ext or "no extension"
+
+
+def describe_other_files(kinds: dict[str, int], most: int = 4) -> str:
+    """``3 other files left alone (2 .dng, 1 .txt)``: the commonest kinds first; "" if none."""
+    total = sum(kinds.values())
+    if not total:
+        return ""
+    ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = [f"{n} {kind}" for kind, n in ranked[:most]]
+    if len(ranked) > most:
+        shown.append("…")
+    return f"{total} other file{'' if total == 1 else 's'} left alone ({', '.join(shown)})"
 
 
 def match_references(keys: Iterable[str], refs: dict[str, str]) -> dict[str, str]:
@@ -216,7 +238,8 @@ def plan_run(
 
 def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
     exclude = storage.relative_location(src, output)
-    images, ignored = list_images(src, exclude_prefix=exclude or None)
+    images, others = list_images(src, exclude_prefix=exclude or None)
+    ignored = sum(others.values())
     if reference:
         refs, _ = list_images(reference)
         matched = match_references(images, refs)
@@ -224,7 +247,7 @@ def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
             WorkItem(k, output_key(k, fmt), uri, matched.get(k, ""), json.dumps(key_meta(k)))
             for k, uri in sorted(images.items())
         ]
-        plan = Plan("files", "reference", items, ignored=ignored)
+        plan = Plan("files", "reference", items, ignored=ignored, other_files=dict(others))
         plan.missing_reference = sum(1 for it in items if not it.reference)
         return plan
     if layout not in ("auto", "sidd", "pairs", "none"):
@@ -251,7 +274,9 @@ def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
         items.append(
             WorkItem(key, output_key(key, fmt), uri, pair.clean if pair else "", json.dumps(meta))
         )
-    return Plan("files", detected, items, ignored=ignored + len(clean_keys))
+    return Plan(
+        "files", detected, items, ignored=ignored + len(clean_keys), other_files=dict(others)
+    )
 
 
 def _plan_parquet(src: str, fmt: str | None) -> Plan:

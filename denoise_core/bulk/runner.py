@@ -30,6 +30,7 @@ from .plan import (
     REPORT_NAME,
     SUMMARY_NAME,
     Plan,
+    describe_other_files,
     overwritten_input,
     remove_partial_writes,
 )
@@ -128,6 +129,8 @@ def prepare(s: RunSettings, storage_error: Callable[[Exception], str | None]) ->
         + (f", {len(existing)} already done" if existing else "")
         + (f", {removed} partial writes removed" if removed else "")
     )
+    if plan.other_files:
+        print(f"  {describe_other_files(plan.other_files)}: not images this command reads")
     if plan.missing_reference:
         print(
             f"  warning: {plan.missing_reference} images have no reference under "
@@ -192,6 +195,7 @@ def finish(
             "ensemble": s.ensemble,
             "missing_reference": plan.missing_reference,
             "ignored_files": plan.ignored,
+            "other_files": plan.other_files,
             "startup_seconds": (arrivals[0] - prepared.started) if arrivals else None,
             "steady_mp_per_s": steady_rate(results, arrivals),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -271,6 +271,22 @@ def test_plan_sidd_layout_denoises_noisy_and_uses_gt(tmp_path):
     assert plan.ignored == 1 + len(expected)  # README + the ground-truth images
 
 
+def test_run_says_which_other_files_it_left_alone(tmp_path, capsys):
+    """A photo folder with RAW files or GIFs beside its JPEGs: the run names what it
+    does not read (a count per extension, hidden files not counted) before it starts."""
+    src = tmp_path / "photos"
+    write(src / "a.jpg", smooth(20, 20))
+    (src / "raw").mkdir()
+    for name in ("IMG_1.DNG", "IMG_2.dng", "notes.txt", "Makefile", ".DS_Store"):
+        (src / "raw" / name).write_bytes(b"x")
+    plan = bulk.plan_run(str(src), str(tmp_path / "out"))
+    assert [it.key for it in plan.items] == ["a.jpg"]
+    assert plan.other_files == {".dng": 2, ".txt": 1, "no extension": 1}
+    settings = bulk.RunSettings(input=str(src), output=str(tmp_path / "out"), model="identity")
+    bulk.runner.prepare(settings, lambda exc: None)
+    assert "4 other files left alone (2 .dng, 1 .txt, 1 no extension)" in capsys.readouterr().out
+
+
 def test_plan_folder_pairs_and_layout_none(tmp_path):
     src = tmp_path / "src"
     fx.make_folder_pairs(src)
