@@ -256,6 +256,39 @@ class Int8Denoiser:
 
 
 # --------------------------------------------------------------------------------------
+# The ceiling the CPU's arithmetic sets (benchmarks/roofline.py)
+# --------------------------------------------------------------------------------------
+
+
+def measure_ceilings(
+    precisions: list[str],
+    tier_gflops: dict[str, float],
+    nlm_mp_per_cpu_s: float,
+    seconds: float,
+    measured: dict[tuple[str, str], float] | None = None,
+) -> list[str]:
+    """The peak GFLOP per CPU-second of each precision here, and the ceiling table it
+    gives each tier (Markdown lines, a heading first)."""
+    from denoise_core.inference import runtime_threads
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import roofline
+
+    found = roofline.kernels(precisions, runtime_threads())
+    calls = interleaved_rates({k: fn for k, (fn, _) in found.items()}, 1.0, seconds)
+    rates = {k: calls[k][1] * found[k][1] for k in found}
+    lines = [
+        "Ceilings: the best GFLOP per CPU-second of large kernels here (" + ", ".join(
+            f"{k} {v:.0f}" for k, v in rates.items()) + "), divided by each tier's GFLOP/MP:",
+        "the most MP per CPU-second any runtime could reach (benchmarks/roofline.py).",
+        "",
+    ]  # fmt: skip
+    return lines + roofline.ceiling_table(
+        roofline.peaks(rates), tier_gflops, nlm_mp_per_cpu_s, measured
+    )
+
+
+# --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
 
@@ -300,6 +333,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "2 SIDD pairs, no ensemble, 4 calibration crops (explicit options still win)",
     )
     p.add_argument("--fresh-cache", action="store_true", help="convert in this run (temp cache)")
+    p.add_argument(
+        "--no-roofline",
+        dest="roofline",
+        action="store_false",
+        help="leave out the ceiling table (benchmarks/roofline.py: the arithmetic peak here "
+        "and what it allows each tier, as x NLM)",
+    )
+    p.add_argument(
+        "--roofline-only",
+        action="store_true",
+        help="only NLM and the ceiling table: no model rows, no PSNR (a minute)",
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
@@ -387,6 +432,18 @@ def main(argv: list[str] | None = None) -> int:
 
     image = bench_image(args.size)
     mp = args.size * args.size / 1e6
+    precisions = ["fp32", "int8"] if args.fp32_only else ["fp32", "bf16", "int8"]
+    tier_gflops = {k: t["info"]["flops_per_megapixel"] / 1e9 for k, t in tiers.items()}
+    if args.roofline_only:
+        nlm_cpu_rate = interleaved_rates(
+            {"nlm": lambda: benchmark.nlm(image, 0.6 * 25)}, mp, args.seconds / 3
+        )["nlm"][1]
+        table = measure_ceilings(precisions, tier_gflops, nlm_cpu_rate, args.seconds / 3)
+        print("\n".join(table))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"cpu": name, "flags": flags,
+                                                   "ceilings": table}, indent=2))  # fmt: skip
+        return 0
     nlm_h = 0.6 * 25
     kodak = benchmark.clean_set(str(DATA / "val" / "Kodak24"), "gaussian:25", limit=args.kodak)
     sidd = benchmark.paired_set(args.sidd, limit=args.sidd_limit)
@@ -535,8 +592,21 @@ def main(argv: list[str] | None = None) -> int:
             delta = f"{r[label] - base[label]:+6.3f}" if base else f"{'':>6}"
             line += f" {r[label]:20.2f} {delta}"
         print(line + (f"  {r['note']}" if "note" in r else ""))
+    ceilings = []
+    if args.roofline:
+        best: dict[tuple[str, str], float] = {}
+        for r in rows:
+            if "mp_per_cpu_s" in r:
+                key = (r["tier"], r["precision"])
+                best[key] = max(best.get(key, 0.0), r["mp_per_cpu_s"])
+        print()
+        ceilings = measure_ceilings(
+            precisions, tier_gflops, nlm_cpu_rate, args.seconds / 3, measured=best
+        )
+        print("\n".join(ceilings))
     if args.json:
         payload = {
+            "ceilings": ceilings,
             "cpu": name,
             "flags": flags,
             "tiers": {k: {"path": t["path"], **t["info"]} for k, t in tiers.items()},
