@@ -17,7 +17,10 @@ Prints, all measured here in this run:
   noise) and on the real SIDD sample crops, with the difference to the same tier's
   TensorFlow fp32 (a runtime's or int8's PSNR cost); NLM beside them (h = 0.6·sigma on
   Kodak24, the best single h for the SIDD set);
-- the x``--ensemble`` self-ensemble's gain and cost on each tier's fastest row.
+- the x``--ensemble`` self-ensemble's gain and cost on each tier's fastest row;
+- the ceiling each tier's GFLOP/MP sets here (``roofline.py``: the peak GFLOP per
+  CPU-second of large fp32 / bf16 / int8 kernels), with each precision's best row as a
+  share of it (``--roofline-only``: that table alone).
 
 int8: each tier's float32 ONNX export quantised by ONNX Runtime's post-training static
 quantisation (``onnxruntime.quantization.quantize_static``: QDQ, per-channel int8
