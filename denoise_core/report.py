@@ -215,6 +215,8 @@ def _img_tag(png: bytes | None, alt: str) -> str:
 def _fmt(value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, dict):  # counts by kind: {".dng": 2} -> "2 .dng"
+        return html.escape(", ".join(f"{n} {kind}" for kind, n in value.items()))
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
@@ -228,6 +230,7 @@ _SUMMARY_ROWS = (
     ("skipped (output existed)", "skipped_existing"),
     ("copied unchanged (noise below --skip-below)", "skipped_clean"),
     ("errors", "errors"),
+    ("other files left alone (not images)", "other_files"),
     ("with reference", "with_reference"),
     ("PSNR mean (dB)", "psnr_mean"),
     ("PSNR median (dB)", "psnr_median"),
@@ -287,7 +290,7 @@ def render_html(
     ]
     referenced = bool(summary.get("with_reference"))
     for label, key in _SUMMARY_ROWS:
-        if key in summary and (referenced or key not in _REFERENCE_KEYS):
+        if key in summary and summary[key] != {} and (referenced or key not in _REFERENCE_KEYS):
             parts.append(f"<tr><th>{label}</th><td>{_fmt(summary[key])}</td></tr>")
     parts.append("</table>")
     if referenced:

@@ -238,8 +238,9 @@ def plan_run(
 
 def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
     exclude = storage.relative_location(src, output)
-    images, others = list_images(src, exclude_prefix=exclude or None)
-    ignored = sum(others.values())
+    images, kinds = list_images(src, exclude_prefix=exclude or None)
+    ignored = sum(kinds.values())
+    others = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))  # commonest first
     if reference:
         refs, _ = list_images(reference)
         matched = match_references(images, refs)
@@ -247,7 +248,7 @@ def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
             WorkItem(k, output_key(k, fmt), uri, matched.get(k, ""), json.dumps(key_meta(k)))
             for k, uri in sorted(images.items())
         ]
-        plan = Plan("files", "reference", items, ignored=ignored, other_files=dict(others))
+        plan = Plan("files", "reference", items, ignored=ignored, other_files=others)
         plan.missing_reference = sum(1 for it in items if not it.reference)
         return plan
     if layout not in ("auto", "sidd", "pairs", "none"):
@@ -274,9 +275,7 @@ def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
         items.append(
             WorkItem(key, output_key(key, fmt), uri, pair.clean if pair else "", json.dumps(meta))
         )
-    return Plan(
-        "files", detected, items, ignored=ignored + len(clean_keys), other_files=dict(others)
-    )
+    return Plan("files", detected, items, ignored=ignored + len(clean_keys), other_files=others)
 
 
 def _plan_parquet(src: str, fmt: str | None) -> Plan:

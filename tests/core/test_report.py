@@ -19,6 +19,14 @@ def test_a_run_with_references_shows_them():
     assert "No image had a reference" not in html
 
 
+def test_files_left_alone_are_listed_by_kind_and_no_row_when_none():
+    html = report.render_html({**BASE, "other_files": {".dng": 2, ".txt": 1}}, [], [], [])
+    assert "<th>other files left alone (not images)</th><td>2 .dng, 1 .txt</td>" in html
+    assert "other files left alone" not in report.render_html(
+        {**BASE, "other_files": {}}, [], [], []
+    )
+
+
 def test_benchmark_report_renders_the_tables_and_escapes_text():
     md = "| set | a<b> |\n|---|---|\n| x | 1.00 |\n\nOracle choices: h=25."
     html = report.benchmark_html("denoise benchmark", md, [])
