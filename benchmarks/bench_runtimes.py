@@ -435,11 +435,12 @@ def main(argv: list[str] | None = None) -> int:
 
     image = bench_image(args.size)
     mp = args.size * args.size / 1e6
+    nlm_h = 0.6 * 25
     precisions = ["fp32", "int8"] if args.fp32_only else ["fp32", "bf16", "int8"]
     tier_gflops = {k: t["info"]["flops_per_megapixel"] / 1e9 for k, t in tiers.items()}
     if args.roofline_only:
         nlm_cpu_rate = interleaved_rates(
-            {"nlm": lambda: benchmark.nlm(image, 0.6 * 25)}, mp, args.seconds / 3
+            {"nlm": lambda: benchmark.nlm(image, nlm_h)}, mp, args.seconds / 3
         )["nlm"][1]
         table = measure_ceilings(precisions, tier_gflops, nlm_cpu_rate, args.seconds / 3)
         print("\n".join(table))
@@ -447,7 +448,6 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps({"cpu": name, "flags": flags,
                                                    "ceilings": table}, indent=2))  # fmt: skip
         return 0
-    nlm_h = 0.6 * 25
     kodak = benchmark.clean_set(str(DATA / "val" / "Kodak24"), "gaussian:25", limit=args.kodak)
     sidd = benchmark.paired_set(args.sidd, limit=args.sidd_limit)
     sets = [

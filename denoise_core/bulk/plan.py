@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,21 +112,24 @@ def key_meta(key: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def list_images(root: str, exclude_prefix: str | None = None) -> tuple[dict[str, str], Counter]:
+def list_images(
+    root: str, exclude_prefix: str | None = None
+) -> tuple[dict[str, str], dict[str, int]]:
     """``{key: URI}`` of every image under ``root`` (recursive, case-insensitive
-    extensions, hidden files skipped) and the other files' extensions with their counts
-    (hidden ones not counted), so that a run can say what it left alone."""
+    extensions, hidden files skipped) and the other files' extensions with their counts,
+    commonest first (hidden ones not counted), so that a run can say what it left alone."""
     listing = layouts.list_source(root)
     images: dict[str, str] = {}
-    others: Counter = Counter()
+    others: dict[str, int] = {}
     for key, (uri, _) in listing.files.items():
         if exclude_prefix and (key == exclude_prefix or key.startswith(exclude_prefix + "/")):
             continue
         if storage.is_input_image(key):
             images[key] = uri
         elif not storage.is_hidden_key(key):
-            others[file_kind(key)] += 1
-    return images, others
+            kind = file_kind(key)
+            others[kind] = others.get(kind, 0) + 1
+    return images, dict(sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def file_kind(key: str) -> str:
@@ -137,13 +139,13 @@ def file_kind(key: str) -> str:
 
 
 def describe_other_files(kinds: dict[str, int], most: int = 4) -> str:
-    """``3 other files left alone (2 .dng, 1 .txt)``: the commonest kinds first; "" if none."""
+    """``3 other files left alone (2 .dng, 1 .txt)`` from :func:`list_images`'s counts
+    (commonest first), the first ``most`` kinds named; "" if none."""
     total = sum(kinds.values())
     if not total:
         return ""
-    ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = [f"{n} {kind}" for kind, n in ranked[:most]]
-    if len(ranked) > most:
+    shown = [f"{n} {kind}" for kind, n in list(kinds.items())[:most]]
+    if len(kinds) > most:
         shown.append("…")
     return f"{total} other file{'' if total == 1 else 's'} left alone ({', '.join(shown)})"
 
@@ -238,9 +240,8 @@ def plan_run(
 
 def _plan_files(src: str, output: str, *, reference, layout, fmt) -> Plan:
     exclude = storage.relative_location(src, output)
-    images, kinds = list_images(src, exclude_prefix=exclude or None)
-    ignored = sum(kinds.values())
-    others = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))  # commonest first
+    images, others = list_images(src, exclude_prefix=exclude or None)
+    ignored = sum(others.values())
     if reference:
         refs, _ = list_images(reference)
         matched = match_references(images, refs)
