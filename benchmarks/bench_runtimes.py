@@ -22,12 +22,14 @@ Prints, all measured here in this run:
   CPU-second of large fp32 / bf16 / int8 kernels), with each precision's best row as a
   share of it (``--roofline-only``: that table alone).
 
-int8: each tier's float32 ONNX export quantised by ONNX Runtime's post-training static
-quantisation (``onnxruntime.quantization.quantize_static``: QDQ, per-channel int8
-weights, uint8 activations, 99.99th-percentile calibration; the last convolution and
-the residual output stay float32) on ``--calibration`` 256² crops of CBSD432 (training
-images, never the SIDD samples or Kodak24) with Gaussian noise of sigma 0-50. The
-quantised model runs in ONNX Runtime and in OpenVINO (which reads the QDQ ONNX as int8).
+int8, two quantisers: OpenVINO int8 is the product's ``--precision int8``
+(:mod:`denoise_core.quantize`: NNCF on the OpenVINO IR, calibrated on scikit-image's
+bundled photographs with the training noise mix); ONNX Runtime int8 is each tier's
+float32 ONNX export quantised by ONNX Runtime's post-training static quantisation
+(``onnxruntime.quantization.quantize_static``: QDQ, per-channel int8 weights, uint8
+activations, 99.99th-percentile calibration; the last convolution and the residual
+output stay float32) on ``--calibration`` 256² crops of CBSD432 (training images, never
+the SIDD samples or Kodak24) with Gaussian noise of sigma 0-50.
 
 ``--fp32-only`` drops the bf16 rows (every float row computes in fp32, int8 rows in int8
 with float32 elsewhere), as on a CPU without native bf16. Run on a CPU that has AVX-512
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import subprocess
@@ -73,9 +76,8 @@ CONFIGS = (
     ("onnxruntime", "fp32"),
     ("openvino", "fp32"),
     ("openvino", "bf16"),
+    ("openvino", "int8"),  # the product's --precision int8 (denoise_core.quantize, NNCF)
 )
-# Runtimes that run the int8 (QDQ ONNX) model.
-INT8_RUNTIMES = ("onnxruntime", "openvino")
 # Sigma per calibration crop, in this order: the first few already span the range
 # (two crops at sigma 0 and 5 clipped the default model's activations: -7.8 dB).
 CALIBRATION_SIGMAS = (50, 25, 0, 35, 15, 5)
@@ -226,19 +228,15 @@ def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
     return out
 
 
-class Int8Denoiser:
-    """The int8 ONNX model in ONNX Runtime or OpenVINO (the sessions ``Denoiser`` uses),
-    tiled like ``Denoiser`` (same tile, overlap, batch and thread rule), float32 in and
-    out."""
+class OrtInt8Denoiser:
+    """The QDQ int8 ONNX model in ONNX Runtime (the session ``Denoiser`` uses), tiled like
+    ``Denoiser`` (same tile, overlap, batch and thread rule), float32 in and out."""
 
-    def __init__(self, path: str, runtime: str, multiple: int, tile: int, threads: int) -> None:
-        from denoise_core.inference import OnnxRuntimeSession, OpenVinoSession
+    def __init__(self, path: str, multiple: int, tile: int, threads: int) -> None:
+        from denoise_core.inference import OnnxRuntimeSession
 
         self.multiple, self.tile, self.overlap, self.batch_size = multiple, tile, 32, 4
-        if runtime == "onnxruntime":
-            self._run = OnnxRuntimeSession(path, threads)
-        else:  # what is not int8 stays float32
-            self._run = OpenVinoSession(path, threads, "fp32")
+        self._run = OnnxRuntimeSession(path, threads)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)))
@@ -460,7 +458,11 @@ def main(argv: list[str] | None = None) -> int:
             np.mean([metrics.psnr(fn(noisy), clean) for _, noisy, clean, _ in bench_set.images])
         )
 
-    configs = [c for c in CONFIGS if not (args.fp32_only and c[1] != "fp32")]
+    configs = [
+        c
+        for c in CONFIGS
+        if not (args.fp32_only and c[1] == "bf16") and (args.int8 or c[1] != "int8")
+    ]
     threads = runtime_threads()
     rows, denoisers = [], {}
     work = tempfile.mkdtemp(prefix="bench-runtimes-int8-")
@@ -468,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         for runtime, precision in configs:
             row = {"tier": tier, "runtime": runtime, "precision": precision}
             rows.append(row)
-            if not runtime_available(runtime):
+            if not runtime_available(runtime) or (
+                precision == "int8" and importlib.util.find_spec("nncf") is None
+            ):
                 row["skipped"] = "not installed"
                 continue
             start = time.perf_counter()
@@ -476,11 +480,12 @@ def main(argv: list[str] | None = None) -> int:
                 t["model"], tile=1024, runtime=runtime, precision=precision
             )
             row["load_s"] = time.perf_counter() - start
+            if precision == "int8":
+                row["note"] = "NNCF (denoise_core.quantize: denoise run --precision int8)"
         if not args.int8:
             continue
-        int8_runtimes = [r for r in INT8_RUNTIMES if runtime_available(r)]
-        if not runtime_available("onnxruntime"):  # the quantiser is ONNX Runtime's
-            rows.append({"tier": tier, "runtime": "int8", "precision": "int8",
+        if not runtime_available("onnxruntime"):  # ONNX Runtime quantises and runs it
+            rows.append({"tier": tier, "runtime": "onnxruntime", "precision": "int8",
                          "skipped": "needs onnxruntime, onnx, tf2onnx"})  # fmt: skip
             continue
         start = time.perf_counter()
@@ -489,16 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(folder)
         fp32 = models.with_precision(t["model"], "fp32")
         int8_path = quantize_int8(fp32, calibration_crops(args.calibration, multiple), folder)
-        quantize_s = time.perf_counter() - start
-        for runtime in int8_runtimes:
-            start = time.perf_counter()
-            denoisers[(tier, runtime, "int8")] = Int8Denoiser(
-                int8_path, runtime, multiple, 1024, threads
-            )
-            rows.append({"tier": tier, "runtime": runtime, "precision": "int8",
-                         "load_s": quantize_s + time.perf_counter() - start,
-                         "note": f"quantised in {quantize_s:.0f} s on "
-                                 f"{args.calibration} CBSD432 crops"})  # fmt: skip
+        denoisers[(tier, "onnxruntime", "int8")] = OrtInt8Denoiser(
+            int8_path, multiple, 1024, threads
+        )
+        load_s = time.perf_counter() - start
+        rows.append({"tier": tier, "runtime": "onnxruntime", "precision": "int8",
+                     "load_s": load_s, "note": f"ORT QDQ, quantised on {args.calibration} "
+                                               "CBSD432 crops"})  # fmt: skip
 
     batch = image[None]
     fns = {key: (lambda den=den: den.predict_batch(batch)) for key, den in denoisers.items()}

@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default="auto",
-        help="compute precision(s) of the models, comma-separated (auto, fp32, bf16, fp16; "
-        "auto as in `denoise run`); with several, each model runs in each and is named "
+        help="compute precision(s) of the models, comma-separated (auto, fp32, bf16, fp16, "
+        "int8; as in `denoise run`); with several, each model runs in each and is named "
         "NAME/PRECISION (default %(default)s)",
     )
     p.add_argument(

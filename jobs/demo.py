@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 
-from denoise_core import codecs, noise, storage
+from denoise_core import bundled_photos, codecs, noise, storage
 from jobs.common import fail, init_ray, job_main
 
-# Colour photographs bundled with scikit-image (no download needed).
-TRAIN_PHOTOS = ("chelsea", "hubble_deep_field", "immunohistochemistry", "motorcycle", "rocket")
-HOLDOUT_PHOTOS = ("astronaut", "coffee")
+# scikit-image's bundled colour photographs (no download): five to train, two held out.
+TRAIN_PHOTOS = bundled_photos.PHOTOS[:5]
+HOLDOUT_PHOTOS = bundled_photos.PHOTOS[5:]
 DEMO_CAMERA = noise.CameraParams(shot=2e-3, read=1e-2, gains=(1.6, 1.0, 1.4))
 # Written first into every demo folder: the only folders --overwrite may delete.
 MARKER = ".denoise-demo"
@@ -40,16 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
 
 
-def _photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    if name == "motorcycle":
-        image = skimage.data.stereo_motorcycle()[0]
-    else:
-        image = getattr(skimage.data, name)()
-    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
-
-
 def _noisy_twin(clean: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     c = DEMO_CAMERA
@@ -61,7 +51,7 @@ def write_photo_pairs(root: str) -> dict[str, str]:
     """``root/pairs/<name>_{noisy,clean}.png`` and ``root/holdout/{noisy,clean}/<name>.png``."""
     paths = {"pairs": storage.join(root, "pairs"), "holdout": storage.join(root, "holdout")}
     for i, name in enumerate(TRAIN_PHOTOS + HOLDOUT_PHOTOS):
-        clean = _photo(name)
+        clean = bundled_photos.photo(name)
         noisy = _noisy_twin(clean, seed=i)
         if name in TRAIN_PHOTOS:
             targets = {

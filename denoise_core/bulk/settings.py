@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .. import codecs, storage, weights
+from ..precision import INT8, runtime_problem
 from .plan import KEEP_FORMAT, normalize_format
 
 IDENTITY_MODEL = "identity"  # --model identity: the pipeline without a network
@@ -106,6 +107,8 @@ def problem(s: RunSettings) -> str | None:
         return "--threads must not be negative"
     if s.ensemble not in (1, 2, 4, 8):
         return f"--ensemble must be 1, 2, 4 or 8, got {s.ensemble}"
+    if not is_null_model(s.model) and (trouble := runtime_problem(s.runtime, s.precision)):
+        return trouble
     if s.runtime in ("openvino", "onnxruntime") and not is_null_model(s.model):
         from ..inference import runtime_available  # imports TensorFlow: only when asked
 
@@ -114,6 +117,11 @@ def problem(s: RunSettings) -> str | None:
                 f"--runtime {s.runtime} is not installed here (pip install "
                 "'sidd-denoise[runtimes]')"
             )
+    if s.precision == INT8 and not is_null_model(s.model):
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:
+            return "--precision int8 needs NNCF here (pip install 'sidd-denoise[runtimes]')"
     if s.data_cpus is not None and s.data_cpus <= 0:
         return "--data-cpus must be positive"
     if not 0.0 <= s.strength <= 1.0:

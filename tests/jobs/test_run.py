@@ -667,6 +667,24 @@ def test_strength_outside_zero_to_one_is_one_line_before_ray(value, tmp_path, mo
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "int8"], "--precision int8 runs in OpenVINO only: add --runtime openvino"),
+        (["--precision", "int8", "--runtime", "auto"], "int8 runs in OpenVINO only"),
+        (["--precision", "bf16", "--runtime", "onnxruntime"], "computes in fp32 only, not bf16"),
+    ],
+)
+def test_precision_the_runtime_lacks_is_one_line_before_ray(
+    extra, message, tmp_path, monkeypatch, capsys
+):
+    fx.forbid_ray_start(monkeypatch, run_job)
+    assert run(tmp_path, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
 def test_skip_below_negative_is_one_line_before_ray(value, tmp_path, monkeypatch, capsys):
     fx.forbid_ray_start(monkeypatch, run_job)

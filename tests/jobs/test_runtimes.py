@@ -101,6 +101,55 @@ def test_packaged_model_quality_unchanged_by_the_runtime(runtime, precision):
             assert abs(metrics.psnr(b, clean) - metrics.psnr(fp32(noisy), clean)) <= 0.1
 
 
+# --- int8 (OpenVINO, quantised by NNCF) ----------------------------------------------------
+
+
+def need_int8() -> None:
+    need("openvino")
+    pytest.importorskip(
+        "nncf", reason="nncf is not installed (pip install 'sidd-denoise[runtimes]')"
+    )
+
+
+def test_int8_runs_a_quantised_model_cached_once(tiny, cache_dir):
+    """The int8 Denoiser runs a model with int8 quantisers in it (not the float one under
+    another name), close to float32 on an odd-sized image, converted once."""
+    need_int8()
+    import skimage.data
+
+    clean = skimage.data.coffee()[200:245, 300:370].astype(np.float32) / 255.0  # 45 x 70
+    image = clean + np.random.default_rng(2).normal(0, 25 / 255, clean.shape).astype(np.float32)
+    kwargs = {"tile": 32, "overlap": 8, "batch_size": 3}
+    ref = Denoiser(tiny, runtime="openvino", **kwargs)(image)
+    den = Denoiser(tiny, runtime="openvino", precision="int8", **kwargs)
+    assert den.precision == "int8"
+    out = den(image)
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() > 0  # quantised: not the float32 model's output
+    assert metrics.psnr(ref, out) >= 35  # and close to it
+    key = inference.model_digest(models.with_precision(tiny, "fp32"))
+    (entry,) = [
+        p for p in cache_dir.iterdir() if p.name.startswith("openvino-int8") and key in p.name
+    ]
+    assert "FakeQuantize" in (entry / "model.xml").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in entry.iterdir()}
+    Denoiser(tiny, runtime="openvino", precision="int8")
+    assert {p: p.stat().st_mtime_ns for p in entry.iterdir()} == stamps
+
+
+def test_int8_cost_on_the_packaged_model_is_bounded():
+    """int8 costs PSNR (README: 0.2-0.6 dB on the benchmark sets); a broken calibration
+    (clipped activations) costs several dB. Bounded on a real SIDD crop and Kodak at 25."""
+    need_int8()
+    model = models.load_model(weights.default_model_path())
+    fp32 = Denoiser(model, tile=128, overlap=32, runtime="openvino")
+    int8 = Denoiser(model, tile=128, overlap=32, runtime="openvino", precision="int8")
+    for noisy, clean in _real_crops():
+        gain = metrics.psnr(fp32(noisy), clean) - metrics.psnr(noisy, clean)
+        cost = metrics.psnr(fp32(noisy), clean) - metrics.psnr(int8(noisy), clean)
+        assert gain > 3 and -0.1 <= cost <= 0.7, (gain, cost)
+
+
 # --- the self-ensemble -------------------------------------------------------------------
 
 # Positive weights summing to 1 (no clipping), nothing symmetric about them.
@@ -204,6 +253,8 @@ def test_bad_arguments_are_refused(tiny):
     if runtime_available("onnxruntime"):
         with pytest.raises(ValueError, match="computes in fp32 only, not bf16"):
             Denoiser(tiny, runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="computes in fp32 or bf16 or fp16 only, not int8"):
+        Denoiser(tiny, precision="int8")
 
 
 # --- denoise benchmark --runtime / --ensemble ------------------------------------------------
