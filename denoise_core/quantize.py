@@ -1,13 +1,13 @@
 """int8 post-training quantisation of a converted model for OpenVINO (NNCF).
 
-Why: with AVX-512 VNNI the default tier's int8 convolutions run about 2.5x its
-float32 ones, the only way past 1x OpenCV NLM on a CPU without native bf16
-(``benchmarks/bench_runtimes.py``). Why opt-in (``--precision int8``, never ``auto``):
-it costs PSNR, most on faint noise, where the model's residual is small next to
-int8's steps. Measured on an Intel Xeon (Cascade Lake) against the same model in
-float32: PolyU held-out -0.6 dB, Kodak24 sigma 15 / 25 -0.3 / -0.2 dB; keeping every
-full-resolution convolution in float32 halves the cost and most of the speed, so this
-recipe quantises them all (README, "Export and fast CPU runtimes").
+Why: on CPUs with AVX-512 VNNI (or AMX) int8 convolutions run several times faster
+than float32: the only way past 1x OpenCV NLM for the default tier on a CPU without
+native bf16 (``benchmarks/bench_runtimes.py``). Why opt-in (``--precision int8``,
+never ``auto``): it costs PSNR, most on faint noise, where the model's residual is
+small next to int8's steps. Measured on an Intel Xeon (Cascade Lake, VNNI) against the
+same model in float32 (``unet-v11``): PolyU held-out -0.57 dB, Kodak24 sigma 15 / 25
+-0.22 / -0.16 dB; keeping all nine full-resolution convolutions in float32 only
+halved that and cost half the speed, so everything is quantised (README).
 
 The recipe: NNCF's ``MIXED`` preset (symmetric int8 weights per channel, asymmetric
 uint8 activations), full bias correction, statistics from :data:`CALIBRATION_CROPS`
