@@ -172,9 +172,19 @@ def calibration_crops(count: int, multiple: int) -> list[np.ndarray]:
     return crops
 
 
-def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
+def quantize_int8(
+    fp32_model,
+    crops: list[np.ndarray],
+    folder: str,
+    method: str = "Percentile",
+    percentile: float = 99.99,
+    float_first: int = 0,
+    float_last: int = 1,
+) -> str:
     """The model exported to ONNX and quantised to int8 (QDQ) in ``folder``; returns its path.
-    The last convolution and what follows it (the residual output) stay float32."""
+    The first ``float_first`` convolutions and everything from the ``float_last``-th last
+    one on (by default the last convolution and the residual output) stay float32;
+    ``method``: ONNX Runtime's calibration (Percentile, MinMax, Entropy)."""
     import contextlib
     import io
     import logging
@@ -191,11 +201,13 @@ def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
     from denoise_core import export
 
     src = os.path.join(folder, "model.onnx")
-    export.export_model(fp32_model, src, "onnx")
+    if not os.path.exists(src):
+        export.export_model(fp32_model, src, "onnx")
     graph = onnx.load(src).graph
     input_name = graph.input[0].name
-    last_conv = max(i for i, n in enumerate(graph.node) if n.op_type == "Conv")
-    keep_float = [n.name for n in graph.node[last_conv:]]
+    convs = [i for i, n in enumerate(graph.node) if n.op_type == "Conv"]
+    keep_float = [n.name for n in graph.node[convs[-float_last] :]]
+    keep_float += [graph.node[i].name for i in convs[:float_first]]
 
     class Crops(CalibrationDataReader):
         def __init__(self) -> None:
@@ -205,7 +217,9 @@ def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
             crop = next(self.items, None)
             return None if crop is None else {input_name: crop}
 
-    out = os.path.join(folder, "model.int8.onnx")
+    out = os.path.join(
+        folder, f"model.int8-{method}-{percentile}-{float_first}-{float_last}-{len(crops)}.onnx"
+    )
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
@@ -219,24 +233,28 @@ def quantize_int8(fp32_model, crops: list[np.ndarray], folder: str) -> str:
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.Percentile,
+                calibrate_method=getattr(CalibrationMethod, method),
                 nodes_to_exclude=keep_float,
-                extra_options={"CalibPercentile": 99.99},
+                extra_options={"CalibPercentile": percentile} if method == "Percentile" else {},
             )
     finally:
         root.setLevel(level)
     return out
 
 
-class OrtInt8Denoiser:
-    """The QDQ int8 ONNX model in ONNX Runtime (the session ``Denoiser`` uses), tiled like
-    ``Denoiser`` (same tile, overlap, batch and thread rule), float32 in and out."""
+class Int8FileDenoiser:
+    """A quantised model file (ONNX QDQ or OpenVINO IR) in ONNX Runtime or OpenVINO (the
+    sessions ``Denoiser`` uses; in OpenVINO what is not int8 computes in float32), tiled
+    like ``Denoiser`` (same tile, overlap, batch and thread rule), float32 in and out."""
 
-    def __init__(self, path: str, multiple: int, tile: int, threads: int) -> None:
-        from denoise_core.inference import OnnxRuntimeSession
+    def __init__(self, path: str, runtime: str, multiple: int, tile: int, threads: int) -> None:
+        from denoise_core.inference import OnnxRuntimeSession, OpenVinoSession
 
         self.multiple, self.tile, self.overlap, self.batch_size = multiple, tile, 32, 4
-        self._run = OnnxRuntimeSession(path, threads)
+        if runtime == "onnxruntime":
+            self._run = OnnxRuntimeSession(path, threads)
+        else:
+            self._run = OpenVinoSession(path, threads, "fp32")
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)))
@@ -494,8 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(folder)
         fp32 = models.with_precision(t["model"], "fp32")
         int8_path = quantize_int8(fp32, calibration_crops(args.calibration, multiple), folder)
-        denoisers[(tier, "onnxruntime", "int8")] = OrtInt8Denoiser(
-            int8_path, multiple, 1024, threads
+        denoisers[(tier, "onnxruntime", "int8")] = Int8FileDenoiser(
+            int8_path, "onnxruntime", multiple, 1024, threads
         )
         load_s = time.perf_counter() - start
         rows.append({"tier": tier, "runtime": "onnxruntime", "precision": "int8",
