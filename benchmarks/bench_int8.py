@@ -83,22 +83,11 @@ def nncf_int8(xml: str, crops: list[np.ndarray], out: str, recipe: tuple) -> str
 
 
 def faint_noise_pairs(multiple: int, count: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(noisy, clean) 256² crops of the bundled photos with faint noise (Gaussian sigma
-    2-12 or camera-pipeline noise), where int8 costs most; fixed seed."""
-    from denoise_core import bundled_photos, noise
+    """(noisy, clean) crops of the bundled photos with faint noise (Gaussian sigma 2-12
+    or camera-pipeline noise), where int8 costs most; fixed seed."""
+    from denoise_core.quantize import noisy_photo_crops
 
-    specs = [noise.parse_noise_spec(s) for s in ("gaussian:2-12", "isp")]
-    rng = np.random.default_rng(5)
-    side = 256 - 256 % multiple
-    pairs = []
-    for i in range(count):
-        img = bundled_photos.photo(bundled_photos.PHOTOS[i % len(bundled_photos.PHOTOS)])
-        y = int(rng.integers(0, img.shape[0] - side + 1))
-        x = int(rng.integers(0, img.shape[1] - side + 1))
-        clean = img[y : y + side, x : x + side].astype(np.float32) / 255.0
-        params = noise.sample_noise_params(specs[i % len(specs)], rng)
-        pairs.append((noise.apply_noise(clean, params, rng).astype(np.float32)[None], clean))
-    return pairs
+    return noisy_photo_crops(["gaussian:2-12", "isp"], count, seed=5, multiple=multiple)
 
 
 def nncf_accuracy_int8(xml: str, calibration, out: str, max_drop: float, multiple: int) -> str:

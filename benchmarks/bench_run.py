@@ -314,11 +314,17 @@ class ModelProbe:
         tile_batch: int,
         images: list[np.ndarray],
         precision: str = "fp32",
+        runtime: str = "tensorflow",
     ):
         from denoise_core.inference import Denoiser
 
         self.den = Denoiser.from_path(
-            model_path, tile=tile, overlap=overlap, batch_size=tile_batch, precision=precision
+            model_path,
+            tile=tile,
+            overlap=overlap,
+            batch_size=tile_batch,
+            precision=precision,
+            runtime=runtime,
         )
         self.batch = np.random.default_rng(0).random((tile_batch, tile, tile, 3), np.float32)
         self.inputs = images
@@ -898,7 +904,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--precision",
         default="auto",
-        help="auto (default, as denoise run: bf16 on CPUs with native bf16), fp32 or bf16",
+        help="auto (default, as denoise run: bf16 on CPUs with native bf16), fp32, bf16 or "
+        "int8 (with --runtime openvino)",
+    )
+    p.add_argument(
+        "--runtime",
+        default="tensorflow",
+        help="what runs the model, in the probe and in `denoise run` alike (tensorflow, "
+        "openvino, onnxruntime, auto; default %(default)s, as denoise run)",
     )
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--tile-batch", type=int, default=1, help="tiles per model call")
@@ -997,7 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
             args.tile_batch,
             decoded_inputs(work / f"in{counts[0]}"),
             args.precision,
+            args.runtime,
         )
+        print(f"runtime: {probe.den.runtime} ({args.runtime}), {probe.den.precision}")
         own = {"tiles": probe.tiles(args.model_seconds), "images": probe.images(args.model_seconds)}
         print(
             f"model alone: {own['tiles']:.3f} MP/s on {args.tile}px tiles, "
@@ -1008,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         tiling = ["--tile", str(args.tile), "--overlap", str(args.overlap)]
         tiling += ["--tile-batch", str(args.tile_batch), "--precision", args.precision]
+        tiling += ["--runtime", args.runtime]
         rows = []
         model_cpu: list[float] = []
 

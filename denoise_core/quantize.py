@@ -34,29 +34,31 @@ CALIBRATION_SEED = 19
 RECIPE_VERSION = 1
 
 
-def calibration_crops(
-    multiple: int, count: int = CALIBRATION_CROPS, side: int = CALIBRATION_SIDE
-) -> list[np.ndarray]:
-    """``count`` (1, S, S, 3) float32 crops (S = ``side`` cut to a multiple of
-    ``multiple``) of the bundled photographs, each with one draw of the training noise
-    mix in turn (:data:`noise.DEFAULT_TRAINING_NOISE`); fixed seed."""
-    specs = [noise.parse_noise_spec(s) for s in noise.DEFAULT_TRAINING_NOISE.split(";")]
-    photos = [bundled_photos.photo(name) for name in bundled_photos.PHOTOS]
-    rng = np.random.default_rng(CALIBRATION_SEED)
+def noisy_photo_crops(
+    specs: list[str], count: int, seed: int, multiple: int, side: int = CALIBRATION_SIDE
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` (noisy (1, S, S, 3), clean (S, S, 3)) float32 crops of the bundled
+    photographs (each at least 300 px a side; S = ``side`` cut to a multiple of
+    ``multiple``), crop ``i`` with one draw of noise spec ``specs[i % len(specs)]``."""
+    parsed = [noise.parse_noise_spec(s) for s in specs]
+    rng = np.random.default_rng(seed)
     side -= side % multiple
-    crops = []
+    out = []
     for i in range(count):
-        img = photos[i % len(photos)]
-        h, w = (
-            min(side, img.shape[0] - img.shape[0] % multiple),
-            min(side, img.shape[1] - img.shape[1] % multiple),
-        )
-        y = int(rng.integers(0, img.shape[0] - h + 1))
-        x = int(rng.integers(0, img.shape[1] - w + 1))
-        clean = img[y : y + h, x : x + w].astype(np.float32) / 255.0
-        params = noise.sample_noise_params(specs[i % len(specs)], rng)
-        crops.append(noise.apply_noise(clean, params, rng).astype(np.float32)[None])
-    return crops
+        img = bundled_photos.photo(bundled_photos.PHOTOS[i % len(bundled_photos.PHOTOS)])
+        y = int(rng.integers(0, img.shape[0] - side + 1))
+        x = int(rng.integers(0, img.shape[1] - side + 1))
+        clean = img[y : y + side, x : x + side].astype(np.float32) / 255.0
+        params = noise.sample_noise_params(parsed[i % len(parsed)], rng)
+        out.append((noise.apply_noise(clean, params, rng).astype(np.float32)[None], clean))
+    return out
+
+
+def calibration_crops(multiple: int, count: int = CALIBRATION_CROPS) -> list[np.ndarray]:
+    """The noisy crops int8 ranges are read from: the training noise mix
+    (:data:`noise.DEFAULT_TRAINING_NOISE`) in turn on the bundled photographs."""
+    specs = noise.DEFAULT_TRAINING_NOISE.split(";")
+    return [n for n, _ in noisy_photo_crops(specs, count, CALIBRATION_SEED, multiple)]
 
 
 @contextlib.contextmanager
