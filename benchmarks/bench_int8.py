@@ -59,7 +59,7 @@ def nncf_int8(xml: str, crops: list[np.ndarray], out: str, recipe: tuple) -> str
     import nncf
     import openvino as ov
 
-    from denoise_core.quantize import _quiet_nncf
+    from denoise_core.quantize import quiet_nncf
 
     preset, fast_bias, first, last = recipe
     model = ov.Core().read_model(xml)
@@ -69,7 +69,7 @@ def nncf_int8(xml: str, crops: list[np.ndarray], out: str, recipe: tuple) -> str
         if op.get_type_name() == "Convolution"
     ]
     ignored = convs[:first] + convs[len(convs) - last :]
-    with _quiet_nncf():
+    with quiet_nncf():
         quantized = nncf.quantize(
             model,
             nncf.Dataset(crops),
@@ -96,7 +96,7 @@ def nncf_accuracy_int8(xml: str, calibration, out: str, max_drop: float, multipl
     import openvino as ov
 
     from denoise_core import metrics
-    from denoise_core.quantize import _quiet_nncf
+    from denoise_core.quantize import quiet_nncf
 
     def validate(compiled, items):
         values = [
@@ -105,7 +105,7 @@ def nncf_accuracy_int8(xml: str, calibration, out: str, max_drop: float, multipl
         return float(np.mean(values)), values
 
     pairs = faint_noise_pairs(multiple)
-    with _quiet_nncf():
+    with quiet_nncf():
         quantized = nncf.quantize_with_accuracy_control(
             ov.Core().read_model(xml),
             nncf.Dataset(calibration),
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
 
     from denoise_core import benchmark, metrics, models, weights
-    from denoise_core.inference import Denoiser, _openvino_file, load_model_any, runtime_threads
+    from denoise_core.inference import Denoiser, load_model_any, openvino_file, runtime_threads
 
     path = weights.packaged_model_path(args.tier)
     model = models.with_precision(load_model_any(path), "fp32")
@@ -176,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
                 out = os.path.join(work, f"{name}.xml")
                 file = nncf_accuracy_int8(
-                    _openvino_file(model), calibration_crops(multiple), out,
+                    openvino_file(model), calibration_crops(multiple), out,
                     ACCURACY_RECIPES[name], multiple,
                 )  # fmt: skip
             else:
                 out = os.path.join(work, f"{name}.xml")
-                file = nncf_int8(_openvino_file(model), crops[count], out, NNCF_RECIPES[name])
+                file = nncf_int8(openvino_file(model), crops[count], out, NNCF_RECIPES[name])
             den = br.Int8FileDenoiser(file, "openvino", multiple, 1024, threads)
         print(f"  ({name}: quantised and loaded in {time.perf_counter() - start:.0f} s)")
         show(name, den, base)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -488,9 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         for runtime, precision in configs:
             row = {"tier": tier, "runtime": runtime, "precision": precision}
             rows.append(row)
-            if not runtime_available(runtime) or (
-                precision == "int8" and importlib.util.find_spec("nncf") is None
-            ):
+            if not runtime_available(runtime, precision):
                 row["skipped"] = "not installed"
                 continue
             start = time.perf_counter()

@@ -70,10 +70,13 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
-def runtime_available(runtime: str) -> bool:
-    """Whether ``runtime``'s package is installed (TensorFlow always is)."""
+def runtime_available(runtime: str, precision: str = "fp32") -> bool:
+    """Whether ``runtime``'s package is installed (TensorFlow always is), and for int8
+    the quantiser (NNCF) too."""
     import importlib.util
 
+    if precision == INT8 and importlib.util.find_spec("nncf") is None:
+        return False
     if runtime == "onnxruntime":
         return all(importlib.util.find_spec(m) for m in ("onnxruntime", "tf2onnx", "onnx"))
     if runtime == "openvino":
@@ -200,7 +203,7 @@ def _onnx_file(fp32_model) -> str:
     return os.path.join(folder, "model.onnx")
 
 
-def _openvino_file(fp32_model) -> str:
+def openvino_file(fp32_model) -> str:
     """The model as OpenVINO IR in the cache, converted from its SavedModel export."""
     from . import export
 
@@ -222,15 +225,17 @@ def _openvino_int8_file(fp32_model) -> str:
     """The OpenVINO IR quantised to int8 (:mod:`denoise_core.quantize`) in the cache."""
     from . import quantize
 
-    source = _openvino_file(fp32_model)
-    multiple = models.model_size_multiple(fp32_model)
     key = (
         f"openvino-int8-v{quantize.RECIPE_VERSION}-{model_digest(fp32_model)}-"
         f"{_versions('keras', 'tensorflow', 'openvino', 'nncf')}"
     )
 
-    def build(folder: str) -> None:
-        quantize.quantize_openvino(source, os.path.join(folder, "model.xml"), multiple)
+    def build(folder: str) -> None:  # the float IR only when the int8 one is not cached
+        quantize.quantize_openvino(
+            openvino_file(fp32_model),
+            os.path.join(folder, "model.xml"),
+            models.model_size_multiple(fp32_model),
+        )
 
     return os.path.join(_cached(key, build), "model.xml")
 
@@ -365,7 +370,7 @@ class Denoiser:
             elif self.precision == INT8:  # what stays float computes in float32
                 self._run = OpenVinoSession(_openvino_int8_file(self.model), self.threads, "fp32")
             else:
-                path = _openvino_file(self.model)
+                path = openvino_file(self.model)
                 self._run = OpenVinoSession(path, self.threads, self.precision)
 
     def _runtime_precision(self, precision: str) -> str:

@@ -62,7 +62,7 @@ def calibration_crops(multiple: int, count: int = CALIBRATION_CROPS) -> list[np.
 
 
 @contextlib.contextmanager
-def _quiet_nncf():
+def quiet_nncf():
     """NNCF logs INFO lines and draws progress bars on stdout: a run's output stays ours."""
     import nncf
 
@@ -79,7 +79,7 @@ def quantize_openvino(xml_in: str, xml_out: str, multiple: int) -> None:
 
     crops = calibration_crops(multiple)
     model = ov.Core().read_model(xml_in)
-    with _quiet_nncf():
+    with quiet_nncf():
         quantized = nncf.quantize(
             model,
             nncf.Dataset(crops),

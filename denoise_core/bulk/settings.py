@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .. import codecs, storage, weights
-from ..precision import INT8, runtime_problem
+from ..precision import runtime_problem
 from .plan import KEEP_FORMAT, normalize_format
 
 IDENTITY_MODEL = "identity"  # --model identity: the pipeline without a network
@@ -112,16 +112,9 @@ def problem(s: RunSettings) -> str | None:
     if s.runtime in ("openvino", "onnxruntime") and not is_null_model(s.model):
         from ..inference import runtime_available  # imports TensorFlow: only when asked
 
-        if not runtime_available(s.runtime):
-            return (
-                f"--runtime {s.runtime} is not installed here (pip install "
-                "'sidd-denoise[runtimes]')"
-            )
-    if s.precision == INT8 and not is_null_model(s.model):
-        import importlib.util
-
-        if importlib.util.find_spec("nncf") is None:
-            return "--precision int8 needs NNCF here (pip install 'sidd-denoise[runtimes]')"
+        if not runtime_available(s.runtime, s.precision):
+            needs = "NNCF" if runtime_available(s.runtime) else f"--runtime {s.runtime}"
+            return f"{needs} is not installed here (pip install 'sidd-denoise[runtimes]')"
     if s.data_cpus is not None and s.data_cpus <= 0:
         return "--data-cpus must be positive"
     if not 0.0 <= s.strength <= 1.0:
