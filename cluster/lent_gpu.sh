@@ -21,6 +21,10 @@
 #       there: both tiers side by side on the one GPU (half the host cores each for
 #       the host-sampled noise), logs in $OUT/TIER.log: one machine start, one compile
 #       time, 8 files back (what a device call returns at most).
+#   cluster/lent_gpu.sh ab TIER MINUTES 'OPTIONS_A' 'OPTIONS_B' [common options ...]
+#       there: two recipes of one tier side by side (an A/B from the same warm start),
+#       $OUT/a and $OUT/b, logs in $OUT/a.log and $OUT/b.log; each OPTIONS is one word
+#       list of jobs.train_jax options added to the tier's recipe.
 #   cluster/lent_gpu.sh smoke
 #       here: the train step of both tiers for a few seconds on the CPU with JAX
 #       (pip install -e '.[jax]'), from .gpu/, to catch a broken command before
@@ -84,17 +88,17 @@ train_args() {  # TIER -> the jobs.train_jax options of that tier's recipe
     esac
 }
 
-train() {
+train() {  # TIER MINUTES [options]; $RUN_NAME (default TIER) names its folders and $OUT/NAME
     local tier=${1:?TIER} minutes=${2:?MINUTES}
     shift 2
-    local args
+    local args name=${RUN_NAME:-$tier}
     args=$(train_args "$tier")
-    local site=/tmp/site-$tier  # one per tier: `both` installs twice at once
+    local site=/tmp/site-$name  # one per run: side by side installs twice at once
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$site" .gpu/whl/*.whl
     # TF_CPP_MIN_LOG_LEVEL=2: XLA's autotuner warns "Delay kernel timed out" at each compile
     export PYTHONPATH=$site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-    local run=/tmp/lent-gpu-$tier status=0
+    local run=/tmp/lent-gpu-$name status=0
     recipe() {  # the tier's run into a fresh $run; extra options last (they win)
         rm -rf "$run"
         # shellcheck disable=SC2086  # the recipe's options are words
@@ -107,23 +111,43 @@ train() {
     elif ((status != 0)); then
         exit "$status"
     fi
-    mkdir -p "${OUT:?OUT is where the device returns files}/$tier"
-    cp "$run"/model/model.keras "$run"/model/model_card.json "$run"/log.jsonl "$OUT/$tier/"
+    mkdir -p "${OUT:?OUT is where the device returns files}/$name"
+    cp "$run"/model/model.keras "$run"/model/model_card.json "$run"/log.jsonl "$OUT/$name/"
 }
 
-both() {
-    local minutes=${1:?MINUTES} workers=$((($(nproc) - 2) / 2)) fast=0 default=0
+side_by_side() {  # MINUTES NAME_A TIER_A 'OPTIONS_A' NAME_B TIER_B 'OPTIONS_B' [common ...]
+    local minutes=${1:?MINUTES} name_a=$2 tier_a=$3 opts_a=$4 name_b=$5 tier_b=$6 opts_b=$7
+    local workers=$((($(nproc) - 2) / 2)) status_a=0 status_b=0
     ((workers > 0)) || workers=1
-    shift
+    shift 7
     export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}  # 2 processes
     mkdir -p "${OUT:?OUT is where the device returns files}"
-    (train fast "$minutes" --host-workers "$workers" "$@") >"$OUT/fast.log" 2>&1 &
-    local fast_pid=$!
-    (train default "$minutes" --host-workers "$workers" "$@") >"$OUT/default.log" 2>&1 || default=$?
-    wait "$fast_pid" || fast=$?
-    for tier in fast default; do grep -v '^{' "$OUT/$tier.log" | tail -n 3; done
-    echo "lent_gpu: fast status $fast, default status $default"
-    ((fast == 0 && default == 0))
+    # Both in the background: a subshell on the left of || would run with errexit off.
+    # shellcheck disable=SC2086  # each run's options are words
+    (RUN_NAME=$name_a train "$tier_a" "$minutes" --host-workers "$workers" "$@" $opts_a) \
+        >"$OUT/$name_a.log" 2>&1 &
+    local pid_a=$!
+    # shellcheck disable=SC2086
+    (RUN_NAME=$name_b train "$tier_b" "$minutes" --host-workers "$workers" "$@" $opts_b) \
+        >"$OUT/$name_b.log" 2>&1 &
+    local pid_b=$!
+    wait "$pid_a" || status_a=$?
+    wait "$pid_b" || status_b=$?
+    for name in "$name_a" "$name_b"; do grep -v '^{' "$OUT/$name.log" | tail -n 3 || true; done
+    echo "lent_gpu: $name_a status $status_a, $name_b status $status_b"
+    ((status_a == 0 && status_b == 0))
+}
+
+both() {  # MINUTES [common options]: the fast and the default tier's recipes
+    local minutes=${1:?MINUTES}
+    shift
+    side_by_side "$minutes" fast fast "" default default "" "$@"
+}
+
+ab() {  # TIER MINUTES 'OPTIONS_A' 'OPTIONS_B' [common options]
+    local tier=${1:?TIER} minutes=${2:?MINUTES} opts_a=${3?OPTIONS_A} opts_b=${4?OPTIONS_B}
+    shift 4
+    side_by_side "$minutes" a "$tier" "$opts_a" b "$tier" "$opts_b" "$@"
 }
 
 smoke() {
@@ -142,6 +166,7 @@ case ${1:-} in
 prepare) shift; prepare "$@" ;;
 train) shift; train "$@" ;;
 both) shift; both "$@" ;;
+ab) shift; ab "$@" ;;
 smoke) smoke ;;
 *) sed -n '2,/^set -e/{/^#/p}' "$0"; exit 2 ;;
 esac

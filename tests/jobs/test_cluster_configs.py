@@ -481,6 +481,40 @@ def test_lent_gpu_retry_status_is_the_trainers():
     assert script and owner and script.group(1) == owner.group(1)
 
 
+@pytest.mark.parametrize("failing_step", ["pip", "jobs.train_jax"])
+def test_lent_gpu_side_by_side_stops_each_run_at_its_first_failure(tmp_path, failing_step):
+    """Both runs of `lent_gpu.sh ab` stop at a failing step and the script's status says
+    so: a subshell on the left of || runs with errexit off and would train on after a
+    failed wheel install. A stand-in interpreter fails that step and records each
+    training it is asked for."""
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        '[ "$2" = jobs.train_jax ] && echo trained >>"$TRAINED"\n'
+        f'[ "$1 $2" = "-m {failing_step}" ] && exit 1\n'
+        "exit 0\n"
+    )
+    python.chmod(0o755)
+    trained = tmp_path / "trained"
+    env = {
+        **os.environ,
+        "PYTHON": str(python),
+        "OUT": str(tmp_path / "out"),
+        "TRAINED": str(trained),
+    }
+    result = subprocess.run(
+        ["bash", str(CLUSTER / "lent_gpu.sh"), "ab", "default", "0.1", "--lr 1e-4", "--lr 5e-5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "lent_gpu: a status 1, b status 1" in result.stdout
+    trainings = trained.read_text().splitlines() if trained.exists() else []
+    assert len(trainings) == (2 if failing_step == "jobs.train_jax" else 0)
+
+
 def _dry_run_ray_starts(*args: str) -> list[dict]:
     result = _local_sh(*args)
     assert result.returncode == 0, result.stderr
