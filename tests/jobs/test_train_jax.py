@@ -68,6 +68,18 @@ def _pair_set(folder: Path, n: int, size: tuple[int, int], offset: int) -> None:
         Image.fromarray(clean + np.uint8(offset)).save(folder / f"{i}_noisy.png")
 
 
+def test_val_pairs_are_whole_pairs_cropped_to_the_unet_stride(tmp_path):
+    _pair_set(tmp_path / "held", 2, (42, 52), 30)
+    pairs = jt.load_val_pairs(str(tmp_path / "held"))
+    assert len(pairs) == 2
+    for noisy, clean in pairs:
+        assert noisy.shape == clean.shape == (40, 48, 3) and noisy.dtype == np.float32
+        np.testing.assert_allclose(noisy - clean, 30 / 255, atol=1e-6)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no noisy/clean pairs"):
+        jt.load_val_pairs(str(tmp_path / "empty"))
+
+
 def test_pair_sets_mix_by_their_weights_not_their_sizes(tmp_path):
     _pair_set(tmp_path / "big", 6, (40, 44), 20)
     _pair_set(tmp_path / "small", 2, (48, 40), 40)
@@ -257,6 +269,8 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
         "--pairs",
         str(tmp_path / "sidd") + "@0.4",
     ]
+    _pair_set(tmp_path / "held", 2, (40, 44), 25)
+    args += ["--val-pairs", str(tmp_path / "held")]
     teacher = tmp_path / "teacher.keras"
     models.build_model("unet", widths=(4, 8)).save(teacher)
     args += ["--teacher", str(teacher), "--teacher-weight", "0.3"]
@@ -285,6 +299,12 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     ]
     states = run_folder.checkpoint_states(str(out))
     assert states and all("/jax/attempt-001/checkpoint_" in uri for uri, _ in states)
+    assert card["validation"]["pairs_count"] == 2
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # The held-out pairs join the mean the export is chosen by, and are logged alone.
+    assert all(
+        np.isfinite(r["val_pairs_psnr"]) and r["val_pairs_psnr"] != r["val_psnr"] for r in log
+    )
 
     weights = tmp_path / "weights"
     assert promote.main([str(out), "--to", str(weights), "--checkpoint", "last"]) == 0
