@@ -96,7 +96,7 @@ def nncf_accuracy_int8(xml: str, calibration, out: str, max_drop: float, multipl
     import openvino as ov
 
     from denoise_core import metrics
-    from denoise_core.quantize import quiet_nncf
+    from denoise_core.quantize import nncf_settings, quiet_nncf
 
     def validate(compiled, items):
         values = [
@@ -112,9 +112,8 @@ def nncf_accuracy_int8(xml: str, calibration, out: str, max_drop: float, multipl
             nncf.Dataset(pairs),
             validate,
             max_drop=max_drop,
-            preset=nncf.QuantizationPreset.MIXED,
             subset_size=len(calibration),
-            fast_bias_correction=False,
+            **nncf_settings(),
         )
     ov.save_model(quantized, out, compress_to_fp16=False)
     return out
@@ -168,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             den = Denoiser(model, tile=1024, runtime="openvino", precision="int8")
         else:
             count, keywords = ORT_RECIPES.get(name, (32, None))
-            crops.setdefault(count, br.calibration_crops(count, multiple))
+            if count not in crops and name not in ACCURACY_RECIPES:  # once per count
+                crops[count] = br.calibration_crops(count, multiple)
             if keywords is not None:
                 file = br.quantize_int8(model, crops[count], work, **keywords)
             elif name in ACCURACY_RECIPES:

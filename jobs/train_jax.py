@@ -121,15 +121,22 @@ def load_clean(folder: str) -> np.ndarray:
     return np.stack(out)
 
 
-def load_pairs(folder: str) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy/clean pairs as ``denoise ingest``'s ``pairs`` layout finds them (``*_real`` /
-    ``*_mean`` as PolyU, ``*_noisy`` / ``*_clean``, ``noisy/`` + ``clean/``), top-left
-    cropped to the smallest."""
+def read_pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(noisy, clean) uint8 images as ``denoise ingest``'s ``pairs`` layout finds them
+    (``*_real`` / ``*_mean`` as PolyU, ``*_noisy`` / ``*_clean``, ``noisy/`` + ``clean/``)."""
     items, _ = layouts.pair_items(layouts.list_source(folder))
     if not items:
         raise ValueError(f"no noisy/clean pairs under {folder}")
-    noisy = [_rgb8(storage.read_bytes(it.noisy)) for it in items]
-    clean = [_rgb8(storage.read_bytes(it.clean)) for it in items]
+    return [
+        (_rgb8(storage.read_bytes(it.noisy)), _rgb8(storage.read_bytes(it.clean))) for it in items
+    ]
+
+
+def load_pairs(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of ``folder`` (:func:`read_pairs`) as two stacks, top-left cropped to the
+    smallest."""
+    pairs = read_pairs(folder)
+    noisy, clean = [n for n, _ in pairs], [c for _, c in pairs]
     h = min(im.shape[0] for im in clean)
     w = min(im.shape[1] for im in clean)
     return np.stack([n[:h, :w] for n in noisy]), np.stack([c[:h, :w] for c in clean])
@@ -161,12 +168,8 @@ def load_val_pairs(folder: str) -> list:
     """Held-out real noisy/clean pairs as float32 validation items, each cropped to a
     multiple of 8: at GPU scale the few training pairs are memorised (6.5 H200 minutes:
     PolyU train +1.27 dB, held-out -0.27), which only held-out pairs reveal."""
-    items, _ = layouts.pair_items(layouts.list_source(folder))
-    if not items:
-        raise ValueError(f"no noisy/clean pairs under {folder}")
     pairs = []
-    for it in items:
-        noisy, clean = (_rgb8(storage.read_bytes(u)) for u in (it.noisy, it.clean))
+    for noisy, clean in read_pairs(folder):
         h, w = clean.shape[0] // 8 * 8, clean.shape[1] // 8 * 8
         pairs.append(tuple(im[:h, :w].astype(np.float32) / 255.0 for im in (noisy, clean)))
     return pairs
