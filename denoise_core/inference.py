@@ -444,6 +444,22 @@ def load_model_any(path: str):
         return models.load_model(local)
 
 
+def evaluate_sets(denoiser: Denoiser, sets: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict:
+    """:func:`evaluate_pairs` over every image of every named set, so one number can choose a
+    checkpoint, and, with several sets, each set's PSNR alone as ``val_psnr/NAME``: a gain on
+    one kind of noise bought by a loss on another shows there."""
+    per_set = {name: evaluate_pairs(denoiser, pairs) for name, pairs in sets.items()}
+    count = sum(r["val_images"] for r in per_set.values())
+    out = {
+        k: sum(r[k] * r["val_images"] for r in per_set.values()) / count
+        for k in ("val_psnr", "val_ssim", "val_noisy_psnr")
+    }
+    out["val_images"] = count
+    if len(per_set) > 1:
+        out.update({f"val_psnr/{name}": r["val_psnr"] for name, r in per_set.items()})
+    return out
+
+
 def evaluate_pairs(denoiser: Denoiser, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """Mean PSNR/SSIM of the denoised output and of the noisy input over (noisy, clean) pairs."""
     out_psnr, out_ssim, in_psnr = [], [], []

@@ -21,6 +21,13 @@ class DatasetNotReadyError(FileNotFoundError):
     """The URI holds no finished data set (missing or half-written)."""
 
 
+def parse_set_spec(spec: str) -> tuple[str, str | None]:
+    """``URI[#SPLIT]``, the one way commands name one split of a data set, as (URI, SPLIT or
+    None when not given)."""
+    uri, _, split = spec.partition("#")
+    return uri, split or None
+
+
 def manifest_uri(root: str) -> str:
     return storage.join(root, MANIFEST_NAME)
 

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from . import noise
+from . import manifest, noise
 from .precision import PRECISIONS
 from .training import LOSSES, SCHEDULES
 
@@ -109,8 +109,8 @@ class TrainConfig:
     data: tuple[tuple[str, float], ...]
     storage: str
     sampler: SamplerConfig
-    val_data: str = ""  # defaults to the first --data set
-    val_split: str = "val"
+    val_sets: tuple[tuple[str, str], ...] = ()  # (URI, split); default: the first --data set
+    val_split: str = "val"  # the split of a --val set given without #SPLIT
     val_limit: int = 24
     val_noise: str = "gaussian:25"
     model: str = "unet"
@@ -165,8 +165,8 @@ class TrainConfig:
             )
         if self.resume and self.resume_if_any:
             raise ConfigError("resume", "and --resume-if-any exclude each other")
-        if not self.val_data:
-            object.__setattr__(self, "val_data", self.data[0][0])
+        if not self.val_sets:
+            object.__setattr__(self, "val_sets", ((self.data[0][0], self.val_split),))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -188,12 +188,16 @@ class TrainConfig:
             scale_augment=args.scale_augment,
             dead_leaves=args.dead_leaves,
         )
-        names = {f.name for f in fields(cls)} - {"data", "sampler", "model_args", "val_data"}
+        names = {f.name for f in fields(cls)} - {"data", "sampler", "model_args", "val_sets"}
+        val_sets = []
+        for spec in args.val or ():
+            uri, split = manifest.parse_set_spec(spec)
+            val_sets.append((uri, split or args.val_split))
         return cls(
             data=parse_data_args(args.data),
             sampler=sampler,
             model_args=model_args,
-            val_data=args.val or "",
+            val_sets=tuple(val_sets),
             **{n: getattr(args, n) for n in names if hasattr(args, n)},
         )
 

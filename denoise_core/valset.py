@@ -13,6 +13,11 @@ import pyarrow.parquet as pq
 from . import codecs, manifest, metrics, noise, storage
 
 
+def val_set_name(uri: str, split: str) -> str:
+    """How logs and metrics name one validation set: the data set's folder and split."""
+    return f"{uri.rstrip('/').rsplit('/', 1)[-1]}#{split}"
+
+
 def load_val_pairs(
     root: str,
     split: str = "val",

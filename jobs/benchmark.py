@@ -14,7 +14,7 @@ import json
 import platform
 import time
 
-from denoise_core import storage
+from denoise_core import manifest, storage
 from jobs.common import fail, job_main
 
 METHODS = ("noisy", "nlm", "nlm-best", "cbm3d", "models")
@@ -162,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
         for spec in _gaussian_specs(args.noise):
             sets.append(benchmark.clean_set(storage.absolute(uri), spec, args.limit, args.seed))
     for spec in args.pairs:
-        uri, _, split = spec.partition("#")
-        sets.append(benchmark.paired_set(storage.absolute(uri), split or None, args.limit))
+        uri, split = manifest.parse_set_spec(spec)
+        sets.append(benchmark.paired_set(storage.absolute(uri), split, args.limit))
     if not sets:
         print("error: give at least one --clean or --pairs set")
         return 2

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from denoise_core import storage
+from denoise_core import manifest, storage
 from jobs.common import fail, job_main
 
 DEFAULT_MODES = "gaussian:0-55;camera;isp;mix"
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     rows = []
     for pair_spec in args.pairs:
-        uri, _, split = pair_spec.partition("#")
-        bench_set = benchmark.paired_set(storage.absolute(uri), split or None, args.limit)
+        uri, split = manifest.parse_set_spec(pair_spec)
+        bench_set = benchmark.paired_set(storage.absolute(uri), split, args.limit)
         if not bench_set.images:
             return fail(f"no noisy/clean pairs found in {uri}")
         pairs = [(n, c) for _, n, c, _ in bench_set.images]

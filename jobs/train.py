@@ -54,9 +54,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URI[@WEIGHT]",
         help="ingested data set (repeat to mix several; @WEIGHT sets its share of samples)",
     )
-    p.add_argument("--val", default=None, help="data set for validation (default: first --data)")
-    p.add_argument("--val-split", default="val", help="split of the validation set (default val)")
-    p.add_argument("--val-limit", type=int, default=24, help="validate on at most N images")
+    p.add_argument(
+        "--val",
+        action="append",
+        metavar="URI[#SPLIT]",
+        help="data set to validate on (repeat to validate on several, e.g. clean photos with "
+        "--val-noise and held-out real pairs: the export is the checkpoint with the best mean "
+        "PSNR over all their images, each set also logged alone; default: first --data)",
+    )
+    p.add_argument(
+        "--val-split", default="val", help="split of a --val set given without #SPLIT (default val)"
+    )
+    p.add_argument("--val-limit", type=int, default=24, help="validate on at most N images per set")
     p.add_argument(
         "--val-noise", default="gaussian:25", help="noise for clean-only val images (fixed seed)"
     )
@@ -279,8 +288,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import tensorflow as tf
 
     from denoise_core import training
-    from denoise_core.inference import Denoiser, evaluate_pairs
-    from denoise_core.valset import load_val_pairs
+    from denoise_core.inference import Denoiser, evaluate_sets
+    from denoise_core.valset import load_val_pairs, val_set_name
 
     cfg: TrainConfig = loop_config["config"]
     ctx = ray.train.get_context()
@@ -325,9 +334,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         strategy, model, optimizer, cfg.loss, global_batch, teacher, cfg.teacher_weight
     )
 
-    val_pairs, tb_local, writer, denoiser = [], None, None, None
+    val_sets, tb_local, writer, denoiser = {}, None, None, None
     if rank == 0:
-        val_pairs = load_val_pairs(cfg.val_data, cfg.val_split, cfg.val_limit, cfg.val_noise)
+        val_sets = {
+            val_set_name(uri, split): load_val_pairs(uri, split, cfg.val_limit, cfg.val_noise)
+            for uri, split in cfg.val_sets
+        }
         tb_local = tempfile.mkdtemp(prefix="tb-")
         writer = tf.summary.create_file_writer(tb_local)
         # Same precision as training, so the denoiser wraps the live model, not a copy.
@@ -388,12 +400,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         }
         ckpt = None
         if rank == 0:
-            metrics.update(evaluate_pairs(denoiser, val_pairs))
+            metrics.update(evaluate_sets(denoiser, val_sets))
             if not best or metrics["val_psnr"] > best.get("val_psnr", -1):
                 best = {k: metrics[k] for k in ("step", "val_psnr", "val_ssim")}
             metrics["best_val_psnr"] = best["val_psnr"]
+            per_set = {k: v for k, v in metrics.items() if k.startswith("val_psnr/")}
             with writer.as_default(step=step):
-                for k in ("loss", "val_psnr", "val_ssim", "patches_per_s", "lr"):
+                for k in ("loss", "val_psnr", "val_ssim", "patches_per_s", "lr", *per_set):
                     tf.summary.scalar(k, metrics[k])
             writer.flush()
             run_folder.upload_dir(tb_local, storage.join(cfg.storage, TB_DIR))
@@ -401,6 +414,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  "
                 f"val PSNR {metrics['val_psnr']:.2f} dB (noisy {metrics['val_noisy_psnr']:.2f})  "
                 f"SSIM {metrics['val_ssim']:.4f}  {rate:.1f} patches/s"
+                + "".join(f"\n    {k.partition('/')[2]}: {v:.2f} dB" for k, v in per_set.items())
             )
             ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
             training.save_state(
@@ -476,7 +490,7 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
         cfg,
         data=tuple((storage.absolute(u), w) for u, w in cfg.data),
         storage=storage.absolute(cfg.storage),
-        val_data=storage.absolute(cfg.val_data),
+        val_sets=tuple((storage.absolute(u), split) for u, split in cfg.val_sets),
         init_from=storage.absolute(cfg.init_from) if cfg.init_from else None,
         teacher=storage.absolute(cfg.teacher) if cfg.teacher else None,
     )
@@ -485,17 +499,19 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
 def resolve_datasets(cfg: TrainConfig) -> tuple[dict[str, dict], str | None]:
     """The manifest of every ``--data`` set, or why the sets cannot train: each must be a
     folder ``denoise ingest`` finished (its ``_manifest.json``) with a train split, and
-    ``--val`` must hold ``--val-split``."""
+    every ``--val`` set must hold its split."""
     try:
         manifests = {uri: manifest.read_manifest(uri) for uri in cfg.data_uris}
         for uri, m in manifests.items():
             if "train" not in m["splits"]:
                 return manifests, f"{uri} has no train split (splits: {', '.join(m['splits'])})"
-        val_manifest = manifests.get(cfg.val_data) or manifest.read_manifest(cfg.val_data)
-        if cfg.val_split not in val_manifest["splits"]:
-            return manifests, (
-                f"{cfg.val_data} has no split {cfg.val_split!r}; pass --val or --val-split"
-            )
+        for uri, split in cfg.val_sets:
+            val_manifest = manifests.get(uri) or manifest.read_manifest(uri)
+            if split not in val_manifest["splits"]:
+                return manifests, (
+                    f"{uri} has no split {split!r} (splits: {', '.join(val_manifest['splits'])});"
+                    " pass --val URI#SPLIT or --val-split"
+                )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         return {}, str(exc)
     return manifests, None
@@ -518,7 +534,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(exc.flag_message)
     message = preflight.check_remote_reachable(
-        [*cfg.data_uris, cfg.storage, cfg.val_data, cfg.init_from, cfg.teacher]
+        [*cfg.data_uris, cfg.storage, *(u for u, _ in cfg.val_sets), cfg.init_from, cfg.teacher]
     ) or model_file.missing_model_file({"--init-from": cfg.init_from, "--teacher": cfg.teacher})
     if message:
         return fail(message)
@@ -615,10 +631,11 @@ def run(args: argparse.Namespace) -> int:
             for u, w in cfg.data
         ],
         validation={
-            "uri": cfg.val_data,
-            "split": cfg.val_split,
+            "sets": [{"uri": u, "split": split} for u, split in cfg.val_sets],
             "limit": cfg.val_limit,
             "noise": cfg.val_noise,
+            "note": "the export is the checkpoint with the best mean PSNR over every image of "
+            "every set (at most limit per set); clean-only sets get the noise, fixed per image",
         },
         training={**cfg.card(), "resumed_from": resume_from},
         wall_time_s=round(wall, 1),

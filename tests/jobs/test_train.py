@@ -242,7 +242,8 @@ def test_two_workers_learn_and_export_the_best_checkpoint(datasets, tmp_path):
             "rows": {"train": (N_IMAGES - N_VAL) * PER_IMAGE, "val": N_VAL * PER_IMAGE},
         }
     ]
-    assert card["validation"] == {"uri": data, "split": "val", "limit": 8, "noise": NOISE}
+    assert card["validation"]["sets"] == [{"uri": data, "split": "val"}]
+    assert (card["validation"]["limit"], card["validation"]["noise"]) == (8, NOISE)
     assert card["command"].startswith("denoise train ")
     assert f"--storage {run}" in card["command"] and "--steps 30" in card["command"]
 
@@ -255,6 +256,39 @@ def test_two_workers_learn_and_export_the_best_checkpoint(datasets, tmp_path):
 
     events = glob.glob(os.path.join(run, train_job.TB_DIR, "events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
+
+
+def test_several_val_sets_choose_by_their_common_mean_and_log_each(datasets, tmp_path):
+    """Two --val sets (here two splits of the synthetic photos; in use clean photos and
+    held-out real pairs): each set's PSNR is logged alone, the checkpoint is chosen by
+    the mean over all their images, and both reproduce from the exported model."""
+    run = str(tmp_path / "run")
+    local, exact = datasets["local"], datasets["exact"]
+    code = train(
+        exact, run, "--val", local, "--val", f"{exact}#train", "--batch-size", 8,
+        "--steps", 2, "--val-every", 2, "--lr", 1e-3,
+    )  # fmt: skip
+    assert code == 0
+    ((_, uri),) = checkpoints(run).values()
+    state = read_json(storage.join(uri, STATE_FILE))
+    names = {f"val_psnr/{os.path.basename(local)}#val", f"val_psnr/{os.path.basename(exact)}#train"}
+    assert {k for k in state if k.startswith("val_psnr/")} == names
+    assert state["val_images"] == 4  # --val-limit 2 per set
+    assert state["val_psnr"] == pytest.approx(np.mean([state[k] for k in names]))
+
+    card, model = check_export(run, "unet")
+    assert card["validation"]["sets"] == [
+        {"uri": local, "split": "val"},
+        {"uri": exact, "split": "train"},
+    ]
+    for uri, split in ((local, "val"), (exact, "train")):
+        alone = evaluate_pairs(Denoiser(model), load_val_pairs(uri, split, 2, NOISE))
+        name = f"val_psnr/{os.path.basename(uri)}#{split}"
+        assert alone["val_psnr"] == pytest.approx(state[name], abs=1e-3)
+    # the two sets differ (other images), so a mix-up of their numbers would show
+    assert abs(state[min(names)] - state[max(names)]) > 0.01
+
+    assert train(exact, str(tmp_path / "bad"), "--val", f"{local}#test") == 2
 
 
 def test_two_workers_with_half_the_batch_take_the_same_first_step(datasets, tmp_path):
