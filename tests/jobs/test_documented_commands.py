@@ -113,7 +113,7 @@ def test_documented_commands_parse_and_train_from_what_ingest_wrote(
         if any("…" in a for a in argv):  # a placeholder the prose explains ("--data …")
             continue
         args.data = [places(d) for d in args.data]
-        args.val = places(args.val) if args.val else None
+        args.val = [places(v) for v in args.val] if args.val else None
         args.storage = places(args.storage)
         args.init_from = None  # a model file, not a data set
         config = TrainConfig.from_args(args)  # every documented number passes the checks
