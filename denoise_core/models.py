@@ -177,6 +177,18 @@ def _res_block(x, width: int, activation: str, prefix: str):
     return layers.Add(name=f"{prefix}_add")([x, y])
 
 
+def _global_gate(x, width: int, prefix: str):
+    """``x`` scaled per channel by 1 + a 1×1 conv of its mean over the whole input: the
+    simplified channel attention of NAFNet (Chen et al. 2022). It tells every pixel what
+    the image (tile) as a whole looks like, its noise level and kind among it, which a
+    blind network otherwise guesses from its receptive field. The conv starts at zero,
+    so a new gate is the identity and can be grown into a trained model."""
+    g = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_pool")(x)
+    g = layers.Conv2D(width, 1, kernel_initializer="zeros", name=f"{prefix}_gate")(g)
+    g = layers.Rescaling(1.0, offset=1.0, name=f"{prefix}_one_plus")(g)
+    return layers.Multiply(name=f"{prefix}_scale")([x, g])
+
+
 def _downsample(x, width: int, mode: str, activation: str, prefix: str):
     if mode == "maxpool":
         return layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
@@ -205,6 +217,7 @@ def unet(
     channels: int = 3,
     zero_init_last: bool = False,
     res_blocks: int = 0,
+    global_context: bool = False,
     name: str = "unet",
 ) -> keras.Model:
     """U-Net with skip connections and a global residual: output = input + net(input).
@@ -215,6 +228,9 @@ def unet(
     ``zero_init_last`` makes the untrained model the identity. ``res_blocks``
     adds that many identity-initialised residual blocks after the bottleneck and
     after each decoder level (about 21 GFLOP/MP per block with widths 24..192).
+    ``global_context`` adds an identity-initialised channel gate from the whole input's
+    mean (:func:`_global_gate`) after the first level, the bottleneck and each decoder
+    level: no measurable FLOPs, and grown into a trained model it changes nothing yet.
     """
     if stem not in ("full", "s2d"):
         raise ValueError(f"unknown stem={stem!r}; use 'full' or 's2d'")
@@ -230,12 +246,16 @@ def unet(
     skips = []
     for level, width in enumerate(widths[:-1]):
         x = _conv_block(x, width, blocks_per_level, activation, f"enc{level}")
+        if global_context and level == 0:
+            x = _global_gate(x, width, "enc0_global")
         skips.append(x)
         x = _downsample(x, width, down, activation, f"enc{level}")
 
     x = _conv_block(x, widths[-1], blocks_per_level, activation, "mid")
     for i in range(res_blocks):
         x = _res_block(x, widths[-1], activation, f"mid_res{i}")
+    if global_context:
+        x = _global_gate(x, widths[-1], "mid_global")
 
     for level in reversed(range(len(widths) - 1)):
         x = _upsample(x, widths[level], up, f"dec{level}")
@@ -243,6 +263,8 @@ def unet(
         x = _conv_block(x, widths[level], blocks_per_level, activation, f"dec{level}")
         for i in range(res_blocks):
             x = _res_block(x, widths[level], activation, f"dec{level}_res{i}")
+        if global_context:
+            x = _global_gate(x, widths[level], f"dec{level}_global")
 
     init = "zeros" if zero_init_last else "glorot_uniform"
     x = layers.Conv2D(out_channels, 3, padding="same", kernel_initializer=init, name="head")(x)

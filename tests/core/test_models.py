@@ -182,3 +182,26 @@ def test_grown_unet_starts_as_the_trained_one_and_then_learns(tmp_path):
     # A model that is not a growth of the source is refused, naming the layer.
     with pytest.raises(ValueError, match="enc0_conv0"):
         transfer_weights(small, build_model("unet", widths=(12, 16), blocks_per_level=1))
+
+
+def test_global_context_grows_as_the_identity_and_sees_the_whole_image():
+    small = build_model("unet", widths=(8, 16), blocks_per_level=1)
+    small.compile(optimizer="adam", loss="mse")
+    x, y = _pairs(n=8, size=16)
+    small.fit(x, y, epochs=1, verbose=0)
+    grown = build_model("unet", widths=(8, 16), blocks_per_level=1, global_context=True)
+    copied, fresh = transfer_weights(small, grown)
+    assert fresh == 3  # gates after the first level, the bottleneck and the decoder level
+    np.testing.assert_allclose(grown.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    grown.compile(optimizer="adam", loss="mse")
+    grown.fit(x, y, epochs=2, verbose=0)
+    assert np.abs(grown.get_layer("mid_global_gate").get_weights()[0]).max() > 0
+
+    # A change far outside the convolutions' reach moves a corner's output only through
+    # the gates' image-wide mean.
+    image = np.random.default_rng(1).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
+    changed = image.copy()
+    changed[:, 40:, 40:] = 1.0
+    for model, moves in ((small, False), (grown, True)):
+        a, b = (model.predict(v, verbose=0)[0, :8, :8] for v in (image, changed))
+        assert (np.abs(a - b).max() > 1e-6) == moves, model.name
