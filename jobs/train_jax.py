@@ -508,7 +508,7 @@ def build(args) -> keras.Model:
     training.set_precision(args.precision)
     source = models.load_model(args.init_from) if args.init_from else None
     if args.model_args or source is None:
-        model = models.build_model("unet", **json.loads(args.model_args or "{}"))
+        model = models.build_model(args.model, **json.loads(args.model_args or "{}"))
         if source is not None:
             copied, fresh = models.transfer_weights(source, model)
             print(f"grow: {copied} layers copied from {args.init_from}, {fresh} new", flush=True)
@@ -555,7 +555,13 @@ def noisy_psnr(val: list) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help=".keras model to warm-start from")
     p.add_argument(
-        "--model-args", help="JSON unet arguments: build this and grow --init-from into it"
+        "--model",
+        default=models.DEFAULT_MODEL,
+        choices=models.MODEL_NAMES,
+        help="architecture built from --model-args (default unet)",
+    )
+    p.add_argument(
+        "--model-args", help="JSON arguments of --model: build this and grow --init-from into it"
     )
     p.add_argument(
         "--teacher",
@@ -885,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
             "init_from": args.init_from,
             "teacher": args.teacher,
             "teacher_weight": args.teacher_weight if args.teacher else None,
+            "model": args.model if args.model_args or not args.init_from else None,
             "model_args": args.model_args,
             "backend": "jax " + jax.__version__,
             "keras": keras.__version__,

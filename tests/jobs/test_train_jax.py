@@ -257,7 +257,7 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
             img = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
             Image.fromarray(img).save(tmp_path / folder / f"{i}.png")
     out = tmp_path / "run"
-    args = ["--model-args", json.dumps({"widths": [4, 8], "res_blocks": 1})]
+    args = ["--model", "unet_s2d", "--model-args", json.dumps({"widths": [4, 8], "res_blocks": 1})]
     args += ["--clean", str(tmp_path / "clean"), "--val", str(tmp_path / "val")]
     args += ["--minutes", "0.05", "--batch", "6", "--patch", "16", "--out", str(out)]
     args += ["--host-workers", "1"]  # the default mix: isp:jpeg and mix come from the host
@@ -285,7 +285,7 @@ def test_short_run_writes_a_run_folder_promote_accepts(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     card = json.loads((out / "model" / "model_card.json").read_text())
-    assert card["steps"] > 0 and card["architecture"]["name"] == "unet"
+    assert card["steps"] > 0 and card["architecture"]["name"] == "unet_s2d"
     assert (out / "model" / "model.keras").stat().st_size > 0
     assert card["command"].startswith("KERAS_BACKEND=jax python -m jobs.train_jax ")
     assert card["training"]["noise_on_host"]["rows"] == 2  # 6 rows over 6 specs: 2 need JPEG
