@@ -167,6 +167,8 @@ class TrainConfig:
             raise ConfigError("resume", "and --resume-if-any exclude each other")
         if not self.val_sets:
             object.__setattr__(self, "val_sets", ((self.data[0][0], self.val_split),))
+        if len(set(self.val_sets)) < len(self.val_sets):
+            raise ConfigError("val", "names the same set and split twice")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:

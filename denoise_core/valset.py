@@ -13,9 +13,13 @@ import pyarrow.parquet as pq
 from . import codecs, manifest, metrics, noise, storage
 
 
-def val_set_name(uri: str, split: str) -> str:
-    """How logs and metrics name one validation set: the data set's folder and split."""
-    return f"{uri.rstrip('/').rsplit('/', 1)[-1]}#{split}"
+def val_set_names(sets: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[str]:
+    """How logs and metrics name validation sets (URI, split): each data set's folder and
+    split, or the whole URI where two folders share a name."""
+    names = [f"{uri.rstrip('/').rsplit('/', 1)[-1]}#{split}" for uri, split in sets]
+    if len(set(names)) < len(names):
+        names = [f"{uri}#{split}" for uri, split in sets]
+    return names
 
 
 def load_val_pairs(

@@ -289,7 +289,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     from denoise_core import training
     from denoise_core.inference import Denoiser, evaluate_sets
-    from denoise_core.valset import load_val_pairs, val_set_name
+    from denoise_core.valset import load_val_pairs, val_set_names
 
     cfg: TrainConfig = loop_config["config"]
     ctx = ray.train.get_context()
@@ -337,8 +337,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_sets, tb_local, writer, denoiser = {}, None, None, None
     if rank == 0:
         val_sets = {
-            val_set_name(uri, split): load_val_pairs(uri, split, cfg.val_limit, cfg.val_noise)
-            for uri, split in cfg.val_sets
+            name: load_val_pairs(uri, split, cfg.val_limit, cfg.val_noise)
+            for name, (uri, split) in zip(val_set_names(cfg.val_sets), cfg.val_sets)
         }
         tb_local = tempfile.mkdtemp(prefix="tb-")
         writer = tf.summary.create_file_writer(tb_local)
