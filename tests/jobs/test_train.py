@@ -182,16 +182,26 @@ def datasets(tmp_path_factory, ray_session, s3_server) -> dict[str, str]:
     base = tmp_path_factory.mktemp("train-data")
     write_smooth_images(base / "photos", N_IMAGES, IMAGE, seed=0)
     write_smooth_images(base / "tiny", 2, 2 * PATCH, seed=1)  # 2 x 4 patches
+    write_smooth_images(base / "pairs" / "clean", 2, PATCH, seed=2)  # real-noise stand-in:
+    rng = np.random.default_rng(3)  # mild noise, so its PSNR is far from the sigma-50 set's
+    for path in sorted((base / "pairs" / "clean").iterdir()):
+        img = cv2.imread(str(path)).astype(np.float32) + rng.normal(0, 5, (PATCH, PATCH, 3))
+        (base / "pairs" / "noisy").mkdir(exist_ok=True)
+        assert cv2.imwrite(
+            str(base / "pairs" / "noisy" / path.name), np.clip(img, 0, 255).astype(np.uint8)
+        )
     patch = ["--patch", str(PATCH)]
     split = ["--stride", "16", "--val-fraction", "0.25", "--seed", "0"]
     out = {
         "local": str(base / "ds"),
         "s3": f"{new_bucket()}/datasets/photos",
         "exact": str(base / "exact"),
+        "pairs": str(base / "pairs-ds"),
     }
     assert ingest_job.main([str(base / "photos"), out["local"], *patch, *split]) == 0
     assert ingest_job.main([str(base / "photos"), out["s3"], *patch, *split]) == 0
     assert ingest_job.main([str(base / "tiny"), out["exact"], *patch, "--split", "train"]) == 0
+    assert ingest_job.main([str(base / "pairs"), out["pairs"], *patch, "--split", "val"]) == 0
     fresh_cache()
     for name in ("local", "s3"):
         splits = manifest.read_manifest(out[name])["splits"]
@@ -256,39 +266,6 @@ def test_two_workers_learn_and_export_the_best_checkpoint(datasets, tmp_path):
 
     events = glob.glob(os.path.join(run, train_job.TB_DIR, "events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
-
-
-def test_several_val_sets_choose_by_their_common_mean_and_log_each(datasets, tmp_path):
-    """Two --val sets (here two splits of the synthetic photos; in use clean photos and
-    held-out real pairs): each set's PSNR is logged alone, the checkpoint is chosen by
-    the mean over all their images, and both reproduce from the exported model."""
-    run = str(tmp_path / "run")
-    local, exact = datasets["local"], datasets["exact"]
-    code = train(
-        exact, run, "--val", local, "--val", f"{exact}#train", "--batch-size", 8,
-        "--steps", 2, "--val-every", 2, "--lr", 1e-3,
-    )  # fmt: skip
-    assert code == 0
-    ((_, uri),) = checkpoints(run).values()
-    state = read_json(storage.join(uri, STATE_FILE))
-    names = {f"val_psnr/{os.path.basename(local)}#val", f"val_psnr/{os.path.basename(exact)}#train"}
-    assert {k for k in state if k.startswith("val_psnr/")} == names
-    assert state["val_images"] == 4  # --val-limit 2 per set
-    assert state["val_psnr"] == pytest.approx(np.mean([state[k] for k in names]))
-
-    card, model = check_export(run, "unet")
-    assert card["validation"]["sets"] == [
-        {"uri": local, "split": "val"},
-        {"uri": exact, "split": "train"},
-    ]
-    for uri, split in ((local, "val"), (exact, "train")):
-        alone = evaluate_pairs(Denoiser(model), load_val_pairs(uri, split, 2, NOISE))
-        name = f"val_psnr/{os.path.basename(uri)}#{split}"
-        assert alone["val_psnr"] == pytest.approx(state[name], abs=1e-3)
-    # the two sets differ (other images), so a mix-up of their numbers would show
-    assert abs(state[min(names)] - state[max(names)]) > 0.01
-
-    assert train(exact, str(tmp_path / "bad"), "--val", f"{local}#test") == 2
 
 
 def test_two_workers_with_half_the_batch_take_the_same_first_step(datasets, tmp_path):
@@ -464,13 +441,16 @@ def test_distilling_from_itself_at_weight_one_is_a_zero_loss_step(datasets, tmp_
     ],  # plain unet: every other test trains, exports and reloads it
 )
 def test_every_model_trains_exports_and_reloads(datasets, tmp_path, name, model_args):
-    run = str(tmp_path / "run")
+    """...validating on two sets, clean photos (noised) and real-noise pairs: each set's
+    PSNR is logged alone, the checkpoint is chosen by the mean over all their images,
+    and each reproduces from the exported model."""
+    run, local, pairs = str(tmp_path / "run"), datasets["local"], datasets["pairs"]
     code = train(
-        datasets["local"], run, "--model", name, "--model-args", json.dumps(model_args),
-        "--batch-size", 4, "--steps", 1, "--val-every", 1,
+        local, run, "--model", name, "--model-args", json.dumps(model_args),
+        "--batch-size", 4, "--steps", 1, "--val-every", 1, "--val", local, "--val", pairs,
     )  # fmt: skip
     assert code == 0
-    assert sorted(checkpoints(run)) == [1]
+    ((_, ckpt),) = checkpoints(run).values()
     card, model = check_export(run, name)
     assert card["steps"] == 1
     fresh = models.build_model(name, **model_args)
@@ -478,6 +458,21 @@ def test_every_model_trains_exports_and_reloads(datasets, tmp_path, name, model_
     x = noisy_image(1)
     y = np.asarray(model(x))
     assert y.shape == x.shape and np.all(np.isfinite(y))
+
+    state = read_json(storage.join(ckpt, STATE_FILE))
+    names = {
+        os.path.basename(uri): f"val_psnr/{os.path.basename(uri)}#val" for uri in (local, pairs)
+    }
+    assert {k for k in state if k.startswith("val_psnr/")} == set(names.values())
+    assert state["val_images"] == 4  # --val-limit 2 per set
+    assert state["val_psnr"] == pytest.approx(np.mean([state[k] for k in names.values()]))
+    assert card["validation"]["sets"] == [{"uri": u, "split": "val"} for u in (local, pairs)]
+    for uri in (local, pairs):
+        alone = evaluate_pairs(Denoiser(model), load_val_pairs(uri, "val", 2, NOISE))
+        assert alone["val_psnr"] == pytest.approx(state[names[os.path.basename(uri)]], abs=1e-3)
+    # other images, other noise: a mix-up of the two sets' numbers would show
+    a, b = (state[names[os.path.basename(u)]] for u in (local, pairs))
+    assert abs(a - b) > 0.1, (a, b)
 
 
 def test_bad_arguments_are_refused_before_training(datasets, tmp_path):
@@ -489,4 +484,5 @@ def test_bad_arguments_are_refused_before_training(datasets, tmp_path):
     assert train(datasets["local"], run, "--patches-per-image", 0) != 0
     assert train(datasets["local"], run, "--dead-leaves", 1.5) != 0
     assert train(datasets["local"], run, "--grow") != 0  # nothing to grow from
+    assert train(datasets["local"], run, "--val", f"{datasets['local']}#test") != 0  # no such split
     assert not os.path.exists(os.path.join(run, train_job.RAY_DIR, "attempt-001"))
